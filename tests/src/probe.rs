@@ -1,0 +1,234 @@
+//! The probe protocol, shared by the `probe` binary (which runs inside pod namespaces) and the
+//! harness (which parses its output).
+//!
+//! TCP: the server accepts, writes `<id> tcp <port>\n` and closes; a probe is allowed when the
+//! connect succeeds and some reply bytes arrive before the timeout. UDP: the server echoes
+//! `<id> udp <port> <payload>`; a probe is allowed when an echo arrives before the timeout
+//! (the request is re-sent a few times within it, so one lost datagram is not a denial).
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+/// A transport protocol the probes speak.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    /// The iptables `-p` name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// One probe as the `probe` binary takes it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Target {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    pub timeout_ms: u64,
+}
+
+/// What one probe observed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub proto: Proto,
+    pub addr: SocketAddr,
+    pub allowed: bool,
+    /// The server's reply (it names the pod that answered).
+    pub reply: Option<String>,
+    /// Why it was not allowed (timeout, refused, ...).
+    pub error: Option<String>,
+    pub elapsed_ms: f64,
+}
+
+/// The probe server could not bind.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot bind {proto:?} port {port}: {source}")]
+    Bind {
+        proto: Proto,
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs one probe.
+pub fn connect(target: &Target) -> Outcome {
+    let start = Instant::now();
+    let timeout = Duration::from_millis(target.timeout_ms.max(1));
+    let result = match target.proto {
+        Proto::Tcp => tcp_probe(target.addr, timeout),
+        Proto::Udp => udp_probe(target.addr, timeout),
+    };
+    let (allowed, reply, error) = match result {
+        Ok(reply) => (true, Some(reply), None),
+        Err(e) => (false, None, Some(e.to_string())),
+    };
+    Outcome {
+        proto: target.proto,
+        addr: target.addr,
+        allowed,
+        reply,
+        error,
+        elapsed_ms: start.elapsed().as_secs_f64() * 1000.0,
+    }
+}
+
+/// Runs all probes concurrently (one thread each) and returns outcomes in input order.
+pub fn batch(targets: &[Target]) -> Vec<Outcome> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = targets.iter().map(|t| s.spawn(|| connect(t))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("probe threads do not panic"))
+            .collect()
+    })
+}
+
+fn tcp_probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    let left = deadline.saturating_duration_since(Instant::now());
+    stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
+    let mut buf = Vec::new();
+    // The server closes after its one line; a partial line still proves the path is open.
+    match stream.read_to_end(&mut buf) {
+        Ok(_) => {}
+        Err(e) if buf.is_empty() => return Err(e),
+        Err(_) => {}
+    }
+    if buf.is_empty() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connected but no reply",
+        ));
+    }
+    Ok(String::from_utf8_lossy(&buf).trim_end().to_owned())
+}
+
+fn udp_probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let local: SocketAddr = match addr {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = UdpSocket::bind(local)?;
+    sock.connect(addr)?;
+    let nonce = format!("probe-{}-{:?}", std::process::id(), Instant::now());
+    let resend = (timeout / 3).clamp(Duration::from_millis(1), Duration::from_millis(250));
+    let mut buf = [0u8; 2048];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        sock.send(nonce.as_bytes())?;
+        sock.set_read_timeout(Some(left.min(resend)))?;
+        match sock.recv(&mut buf) {
+            Ok(n) => return Ok(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(e) if is_timeout(&e) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Binds every port (dual-stack `[::]`, or `0.0.0.0` where IPv6 is unavailable) and serves each
+/// on its own thread. Returns once all are bound, so the caller can announce readiness.
+pub fn serve(id: &str, tcp: &[u16], udp: &[u16]) -> Result<(), ProbeError> {
+    for &port in tcp {
+        let listener = bind_any(port, TcpListener::bind).map_err(|source| ProbeError::Bind {
+            proto: Proto::Tcp,
+            port,
+            source,
+        })?;
+        let reply = format!("{id} tcp {port}\n");
+        std::thread::spawn(move || serve_tcp(&listener, reply.as_bytes()));
+    }
+    for &port in udp {
+        let sock = bind_any(port, UdpSocket::bind).map_err(|source| ProbeError::Bind {
+            proto: Proto::Udp,
+            port,
+            source,
+        })?;
+        let prefix = format!("{id} udp {port} ");
+        std::thread::spawn(move || serve_udp(&sock, prefix.as_bytes()));
+    }
+    Ok(())
+}
+
+fn bind_any<T>(port: u16, bind: impl Fn(SocketAddr) -> std::io::Result<T>) -> std::io::Result<T> {
+    bind((Ipv6Addr::UNSPECIFIED, port).into())
+        .or_else(|_| bind((Ipv4Addr::UNSPECIFIED, port).into()))
+}
+
+fn serve_tcp(listener: &TcpListener, reply: &[u8]) {
+    for mut conn in listener.incoming().flatten() {
+        // A few bytes into a fresh socket's buffer never block; errors only mean the client left.
+        let _ = conn.write_all(reply);
+    }
+}
+
+fn serve_udp(sock: &UdpSocket, prefix: &[u8]) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        let mut out = prefix.to_vec();
+        out.extend_from_slice(&buf[..n]);
+        let _ = sock.send_to(&out, from);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_and_udp_on_loopback() {
+        // Port 0 cannot be reported back, so use high ports unlikely to be taken.
+        let port = 40000 + (std::process::id() % 20000) as u16;
+        serve("t/p", &[port], &[port]).unwrap();
+        let targets: Vec<Target> = [Proto::Tcp, Proto::Udp]
+            .into_iter()
+            .map(|proto| Target {
+                proto,
+                addr: (Ipv4Addr::LOCALHOST, port).into(),
+                timeout_ms: 1000,
+            })
+            .collect();
+        let out = batch(&targets);
+        assert!(out[0].allowed, "{out:?}");
+        assert_eq!(out[0].reply.as_deref(), Some(&*format!("t/p tcp {port}")));
+        assert!(out[1].allowed && out[1].reply.as_ref().unwrap().starts_with("t/p udp"));
+    }
+
+    #[test]
+    fn closed_port_is_denied() {
+        let t = Target {
+            proto: Proto::Tcp,
+            addr: (Ipv4Addr::LOCALHOST, 1).into(),
+            timeout_ms: 200,
+        };
+        let o = connect(&t);
+        assert!(!o.allowed && o.error.is_some());
+    }
+}
