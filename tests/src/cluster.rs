@@ -14,7 +14,7 @@ use crate::addr::{self, Family, IpFamily};
 use crate::cni::{CniMode, DEFAULT_CNI_PATH};
 use crate::exec::{self, ExecError};
 use crate::names::RunId;
-use crate::netns::NetnsError;
+use crate::netns::{Netns, NetnsError};
 use crate::node::{self, Node, NodeError};
 use crate::pod::{self, Pod, PodError, PodRuntime, PodSpec, Port};
 use crate::probe::{Outcome, Proto, Target};
@@ -23,7 +23,7 @@ use crate::service::{self, Backend, Service, ServiceError, ServicePort};
 /// Building or changing the cluster failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
-    #[error("a cluster has 1 or 2 nodes (asked for {0})")]
+    #[error("a cluster has 1 to {max} nodes (asked for {0})", max = addr::MAX_NODES)]
     NodeCount(usize),
     #[error("cannot create state directory {path}: {source}")]
     StateDir {
@@ -95,7 +95,7 @@ impl TestClusterBuilder {
     }
 
     pub fn build(self) -> Result<TestCluster, ClusterError> {
-        if !(1..=2).contains(&self.nodes) {
+        if !(1..=addr::MAX_NODES).contains(&self.nodes) {
             return Err(ClusterError::NodeCount(self.nodes));
         }
         let probe_bin = find_probe_bin(self.probe_bin)?;
@@ -104,13 +104,14 @@ impl TestClusterBuilder {
         let nodes = (0..self.nodes)
             .map(|i| Node::create(&run, i, self.family, self.cni, &self.chained, &state_dir.0))
             .collect::<Result<Vec<_>, _>>()?;
-        node::link_underlay(&nodes)?;
+        let underlay = node::link_underlay(&run, &nodes)?;
         for n in &nodes {
             n.configure(nodes.len())?;
         }
         Ok(TestCluster {
             state: Mutex::new(State::default()),
             nodes,
+            _underlay: underlay,
             _state_dir: state_dir,
             run,
             family: self.family,
@@ -180,6 +181,7 @@ pub struct ProbeSpec<'a> {
 pub struct TestCluster {
     state: Mutex<State>,
     nodes: Vec<Node>,
+    _underlay: Option<Netns>,
     _state_dir: StateDir,
     run: RunId,
     family: Family,

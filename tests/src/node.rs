@@ -217,29 +217,39 @@ impl Node {
     }
 }
 
-/// Connects the nodes' uplinks: a veth pair for two nodes, a dummy for one. The interfaces are
-/// created directly inside the node namespaces and never exist in the root namespace.
-pub(crate) fn link_underlay(nodes: &[Node]) -> Result<(), NodeError> {
-    let ns = |i: usize| nodes[i].netns_name();
-    let args: Vec<&str> = match nodes.len() {
-        1 => vec!["-n", ns(0), "link", "add", UPLINK, "type", "dummy"],
-        _ => vec![
-            "-n",
-            ns(0),
-            "link",
-            "add",
-            UPLINK,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            UPLINK,
-            "netns",
-            ns(1),
-        ],
-    };
-    exec::run(Command::new("ip").args(args))?;
-    Ok(())
+/// Connects the nodes' uplinks. Two nodes get a direct veth pair; any other count gets an
+/// underlay namespace (`<prefix>-ul`) holding a bridge `br0` that every node's uplink veth is
+/// plugged into (this kernel has no dummy device, so a lone node needs a peer too). The
+/// interfaces are created directly inside the namespaces and never exist in the root one.
+pub(crate) fn link_underlay(run: &RunId, nodes: &[Node]) -> Result<Option<Netns>, NodeError> {
+    if let [a, b] = nodes {
+        veth(a.netns_name(), UPLINK, b.netns_name(), UPLINK)?;
+        return Ok(None);
+    }
+    let ul = Netns::create(&run.name("ul"))?;
+    let ip = |args: &[&str]| exec::run(Command::new("ip").args(["-n", ul.name()]).args(args));
+    ip(&["link", "add", "br0", "type", "bridge"])?;
+    // A plain switch: no netfilter on bridged frames.
+    ul.run(|| std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "0"))?
+        .map_err(|source| NodeError::Sysctl {
+            ns: ul.name().to_owned(),
+            key: "net/bridge/bridge-nf-call-iptables".to_owned(),
+            source,
+        })?;
+    ip(&["link", "set", "br0", "up"])?;
+    for n in nodes {
+        let port = format!("n{}", n.index);
+        veth(n.netns_name(), UPLINK, ul.name(), &port)?;
+        ip(&["link", "set", &port, "master", "br0", "up"])?;
+    }
+    Ok(Some(ul))
+}
+
+fn veth(ns_a: &str, a: &str, ns_b: &str, b: &str) -> Result<(), ExecError> {
+    let args = [
+        "-n", ns_a, "link", "add", a, "type", "veth", "peer", "name", b, "netns", ns_b,
+    ];
+    exec::run(Command::new("ip").args(args)).map(drop)
 }
 
 /// The node's IP of one family (for hostNetwork peers).

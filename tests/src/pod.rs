@@ -59,6 +59,12 @@ pub enum PodError {
     Netns(#[from] NetnsError),
     #[error(transparent)]
     Cni(#[from] CniError),
+    #[error("cannot write {path}: {source}")]
+    Sysctl {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot start probe server {bin}: {source}")]
     ProbeSpawn {
         bin: PathBuf,
@@ -189,6 +195,7 @@ pub(crate) fn create(node: &Node, spec: &PodSpec<'_>) -> Result<PodRuntime, PodE
         .run
         .name(&format!("p{}-{}-{}", spec.seq, spec.namespace, spec.name));
     let netns = Netns::create(&ns_name)?;
+    skip_dad(&netns)?;
     let attachment = Attachment {
         node_netns: node.netns_name().to_owned(),
         container_id: ns_name.clone(),
@@ -222,6 +229,18 @@ pub(crate) fn create(node: &Node, spec: &PodSpec<'_>) -> Result<PodRuntime, PodE
         rt.server = Some(start_server(&rt.pod, spec.probe_bin)?);
     }
     Ok(rt)
+}
+
+/// Turns off IPv6 duplicate address detection in the pod: the plugins wait for addresses to
+/// leave "tentative" (ptp about 2 s per pod), and addresses from host-local cannot collide.
+fn skip_dad(netns: &Netns) -> Result<(), PodError> {
+    netns.run(|| {
+        for conf in ["all", "default"] {
+            let path = format!("/proc/sys/net/ipv6/conf/{conf}/accept_dad");
+            std::fs::write(&path, "0").map_err(|source| PodError::Sysctl { path, source })?;
+        }
+        Ok(())
+    })?
 }
 
 fn wire(node: &Node, rt: &mut PodRuntime) -> Result<(), PodError> {

@@ -123,7 +123,9 @@ pub fn render(
         }
     }
     let mut out = String::from("*nat\n:KUBE-SERVICES - [0:0]\n");
-    for chain in &chains {
+    // Stale chains are declared (flushed) too: nf_tables refuses to delete a chain that still
+    // has rules, even ones removed earlier in the same transaction.
+    for chain in chains.union(previous) {
         let _ = writeln!(out, ":{chain} - [0:0]");
     }
     out.push_str(&rules);

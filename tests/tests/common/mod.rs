@@ -1,4 +1,8 @@
 //! Shared by the privileged integration tests.
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset; `expect` would be unfulfilled in some"
+)]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,6 +62,9 @@ pub fn check(cluster: &TestCluster, cases: &[Case<'_>]) {
             }
             None => !o.allowed,
         };
+        if o.elapsed_ms > 300.0 {
+            eprintln!("slow probe {}: {o:?}", c.label);
+        }
         if !ok {
             bad.push(format!(
                 "{}: expected {:?}, got {o:?}",
