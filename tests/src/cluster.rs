@@ -478,6 +478,16 @@ impl TestCluster {
             .collect())
     }
 
+    /// Runs probes from node `idx` itself (as kubelet or a hostNetwork pod would).
+    pub fn probe_from_node(
+        &self,
+        idx: usize,
+        targets: &[Target],
+    ) -> Result<Vec<Outcome>, ClusterError> {
+        let node = self.nodes.get(idx).ok_or(ClusterError::NoNode(idx))?;
+        self.run_batch(node.netns_name(), targets)
+    }
+
     fn run_batch(&self, netns: &str, targets: &[Target]) -> Result<Vec<Outcome>, ClusterError> {
         let mut cmd = crate::netns::command_in(netns, &self.probe_bin)?;
         cmd.arg("batch");

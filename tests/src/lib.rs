@@ -62,7 +62,9 @@ pub fn missing_privileges() -> Option<String> {
 macro_rules! require_root {
     () => {
         if let Some(why) = $crate::missing_privileges() {
-            eprintln!("SKIPPED {}: {why}", module_path!());
+            let thread = ::std::thread::current();
+            let test = thread.name().unwrap_or(module_path!());
+            eprintln!("SKIPPED {test}: {why}");
             return;
         }
     };
