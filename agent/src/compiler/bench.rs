@@ -1,0 +1,1 @@
+//! Compile benchmark (filled in below).

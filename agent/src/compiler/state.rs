@@ -1,0 +1,646 @@
+//! The incremental compiler: caches per policy (parsed form, selected pods, rule entries) and per
+//! pod (identities), and a step that recomputes only what a batch of changes touched.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use super::identity::{IdentityChanges, IdentityState};
+use super::output::{
+    AllowTable, CompiledOutput, Delta, Direction, DirectionPolicy, EndpointPolicy, PolicyProblem,
+    RuleRef, TableId,
+};
+use super::parse::{parse_policy, ParsedPolicy};
+use super::problems::{PolicyError, Problems};
+use super::rules::{self, RuleState};
+use super::CompileOptions;
+use crate::model::{ContainerPort, Model, ModelChange, ObjectKey, Pod};
+
+/// What an endpoint direction's table depends on: its rules, and its own ports when a rule has an
+/// ingress named port. Endpoints with equal signatures get the same table.
+type TableSignature = (Vec<u32>, Option<Vec<ContainerPort>>);
+
+/// One policy's cached state.
+#[derive(Debug)]
+struct PolicyState {
+    parsed: ParsedPolicy,
+    /// Endpoint pods (any node) its podSelector selects.
+    selected: BTreeSet<ObjectKey>,
+    ingress: Vec<RuleState>,
+    egress: Vec<RuleState>,
+    /// Named ports that resolve nowhere (recomputed with the rules).
+    warnings: Vec<PolicyProblem>,
+}
+
+impl PolicyState {
+    fn rules(&self, direction: Direction) -> &[RuleState] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
+        }
+    }
+
+    fn rules_mut(&mut self) -> impl Iterator<Item = &mut RuleState> {
+        self.ingress.iter_mut().chain(self.egress.iter_mut())
+    }
+}
+
+/// What a batch of changes touched.
+#[derive(Debug, Default)]
+struct Dirty {
+    policies: BTreeSet<ObjectKey>,
+    pods: BTreeSet<ObjectKey>,
+    namespaces: BTreeSet<String>,
+    host: bool,
+    /// Policies whose rule entries must be recomputed.
+    rules: BTreeSet<ObjectKey>,
+    endpoints: BTreeSet<ObjectKey>,
+}
+
+/// The incremental compiler. Feed it changes with [`Compiler::apply`].
+#[derive(Debug)]
+pub struct Compiler {
+    options: CompileOptions,
+    model: Model,
+    out: CompiledOutput,
+    ids: IdentityState,
+    policies: BTreeMap<ObjectKey, PolicyState>,
+    /// Pod → policies whose podSelector selects it.
+    selecting: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    rule_ids: BTreeMap<RuleRef, u32>,
+    free_rule_ids: BTreeSet<u32>,
+    next_rule_id: u32,
+    table_refs: HashMap<TableId, usize>,
+}
+
+impl Compiler {
+    pub fn new(options: CompileOptions) -> Self {
+        let out = CompiledOutput {
+            options: options.clone(),
+            ..CompiledOutput::default()
+        };
+        Self {
+            options,
+            model: Model::new(),
+            out,
+            ids: IdentityState::default(),
+            policies: BTreeMap::new(),
+            selecting: HashMap::new(),
+            rule_ids: BTreeMap::new(),
+            free_rule_ids: BTreeSet::new(),
+            next_rule_id: 1,
+            table_refs: HashMap::new(),
+        }
+    }
+
+    pub fn output(&self) -> &CompiledOutput {
+        &self.out
+    }
+
+    pub fn into_output(self) -> CompiledOutput {
+        self.out
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    /// Applies a batch of changes and recompiles what they affect.
+    pub fn apply(&mut self, changes: impl IntoIterator<Item = ModelChange>) -> Delta {
+        let mut dirty = Dirty::default();
+        for change in changes {
+            for done in self.model.apply(change) {
+                self.mark(&done, &mut dirty);
+            }
+        }
+        let mut delta = Delta::default();
+        let mut ch = IdentityChanges::default();
+        self.update_policies(&mut dirty, &mut ch);
+        for key in &dirty.pods {
+            let pod = self.model.pods.get(key);
+            self.ids
+                .assign_pod(key, pod, &mut self.out.identities, &mut ch);
+        }
+        self.update_matches(&mut dirty, &ch);
+        self.update_selection(&mut dirty);
+        self.update_rules(&mut dirty);
+        self.update_endpoints(&dirty, &mut delta);
+        if dirty.host {
+            self.update_host(&mut delta);
+        }
+        self.ids.finish(&mut self.out.identities, &ch, &mut delta);
+        let both: Vec<TableId> = delta
+            .tables_added
+            .intersection(&delta.tables_removed)
+            .copied()
+            .collect();
+        for id in both {
+            delta.tables_added.remove(&id);
+            delta.tables_removed.remove(&id);
+        }
+        self.out.problems = self.problems();
+        delta
+    }
+
+    fn mark(&self, change: &ModelChange, dirty: &mut Dirty) {
+        match change {
+            ModelChange::UpsertNamespace(ns) => {
+                dirty.namespaces.insert(ns.name.clone());
+            }
+            ModelChange::DeleteNamespace(name) => {
+                dirty.namespaces.insert(name.clone());
+            }
+            ModelChange::UpsertPod(pod) => {
+                let was_host = self
+                    .model
+                    .pods
+                    .get(&pod.key())
+                    .is_some_and(|p| p.host_network);
+                dirty.host |= pod.host_network || was_host;
+                dirty.pods.insert(pod.key());
+            }
+            ModelChange::DeletePod(key) => {
+                dirty.host |= self.model.pods.get(key).is_some_and(|p| p.host_network);
+                dirty.pods.insert(key.clone());
+            }
+            ModelChange::UpsertPolicy(p) => {
+                dirty.policies.insert(p.key());
+            }
+            ModelChange::DeletePolicy(key) => {
+                dirty.policies.insert(key.clone());
+            }
+            ModelChange::UpsertNode(_) | ModelChange::DeleteNode(_) => dirty.host = true,
+            ModelChange::UpsertService(_) | ModelChange::DeleteService(_) => {}
+        }
+    }
+
+    /// Re-parses changed policies and, if the ipBlock prefix set changed, reclassifies all pods.
+    fn update_policies(&mut self, dirty: &mut Dirty, ch: &mut IdentityChanges) {
+        if dirty.policies.is_empty() {
+            return;
+        }
+        for key in &dirty.policies {
+            if let Some(old) = self.policies.remove(key) {
+                dirty.endpoints.extend(old.selected.iter().cloned());
+                for pod in &old.selected {
+                    if let Some(set) = self.selecting.get_mut(pod) {
+                        set.remove(key);
+                    }
+                }
+            }
+            let Some(policy) = self.model.policies.get(key) else {
+                self.release_rule_ids(key, 0, 0);
+                continue;
+            };
+            let parsed = parse_policy(policy);
+            let counts = (
+                parsed.ingress.as_ref().map_or(0, Vec::len),
+                parsed.egress.as_ref().map_or(0, Vec::len),
+            );
+            self.release_rule_ids(key, counts.0, counts.1);
+            let ingress = self.rule_states(key, &parsed, Direction::Ingress);
+            let egress = self.rule_states(key, &parsed, Direction::Egress);
+            let state = PolicyState {
+                parsed,
+                selected: BTreeSet::new(),
+                ingress,
+                egress,
+                warnings: Vec::new(),
+            };
+            self.policies.insert(key.clone(), state);
+            dirty.rules.insert(key.clone());
+        }
+        let prefixes = self
+            .policies
+            .values()
+            .flat_map(|p| p.parsed.prefixes())
+            .collect();
+        if self
+            .ids
+            .set_prefixes(prefixes, &mut self.out.identities, ch)
+        {
+            dirty.pods.extend(self.model.pods.keys().cloned());
+            dirty.pods.extend(self.ids.pod_ids.keys().cloned());
+        }
+    }
+
+    fn rule_states(
+        &mut self,
+        key: &ObjectKey,
+        parsed: &ParsedPolicy,
+        direction: Direction,
+    ) -> Vec<RuleState> {
+        let rules = parsed.rules(direction).unwrap_or_default();
+        let mut out = Vec::with_capacity(rules.len());
+        for (index, rule) in rules.iter().enumerate() {
+            let rule_ref = RuleRef {
+                policy: key.clone(),
+                direction,
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+            };
+            out.push(RuleState {
+                rule_id: self.rule_id(&rule_ref),
+                rule: rule_ref,
+                parsed: rule.clone(),
+                matched: BTreeSet::new(),
+                peers: Vec::new(),
+                entries: Vec::new(),
+                ingress_named: Vec::new(),
+            });
+        }
+        out
+    }
+
+    fn rule_id(&mut self, rule: &RuleRef) -> u32 {
+        if let Some(id) = self.rule_ids.get(rule) {
+            return *id;
+        }
+        let id = self.free_rule_ids.pop_first().unwrap_or_else(|| {
+            self.next_rule_id += 1;
+            self.next_rule_id - 1
+        });
+        self.rule_ids.insert(rule.clone(), id);
+        self.out.rules.insert(id, rule.clone());
+        id
+    }
+
+    /// Frees the rule ids of `policy` beyond the given rule counts.
+    fn release_rule_ids(&mut self, policy: &ObjectKey, ingress: usize, egress: usize) {
+        let gone: Vec<RuleRef> = self
+            .rule_ids
+            .keys()
+            .filter(|r| &r.policy == policy)
+            .filter(|r| {
+                let keep = match r.direction {
+                    Direction::Ingress => ingress,
+                    Direction::Egress => egress,
+                };
+                usize::try_from(r.index).unwrap_or(usize::MAX) >= keep
+            })
+            .cloned()
+            .collect();
+        for rule in gone {
+            if let Some(id) = self.rule_ids.remove(&rule) {
+                self.out.rules.remove(&id);
+                self.free_rule_ids.insert(id);
+            }
+        }
+    }
+
+    /// Keeps every tracked rule's `matched` identity set current.
+    fn update_matches(&mut self, dirty: &mut Dirty, ch: &IdentityChanges) {
+        let table = &self.out.identities;
+        let relabelled: BTreeSet<u32> = dirty
+            .namespaces
+            .iter()
+            .filter_map(|ns| self.ids.by_namespace.get(ns))
+            .flatten()
+            .copied()
+            .collect();
+        for (key, policy) in &mut self.policies {
+            let fresh = dirty.policies.contains(key);
+            let mut changed = false;
+            for rule in policy.rules_mut() {
+                if !rule.tracks_identities() {
+                    continue;
+                }
+                if fresh {
+                    rule.matched = rules::match_all(&rule.parsed, &self.ids, table, &self.model);
+                    continue;
+                }
+                for id in &ch.freed {
+                    changed |= rule.matched.remove(id);
+                }
+                for id in ch.created.iter().chain(&relabelled) {
+                    let Some(info) = table.identities.get(id) else {
+                        continue;
+                    };
+                    let now = rules::rule_matches(&rule.parsed, &info.key, &self.model);
+                    let before = if now {
+                        !rule.matched.insert(*id)
+                    } else {
+                        rule.matched.remove(id)
+                    };
+                    changed |= now != before;
+                }
+            }
+            if changed {
+                dirty.rules.insert(key.clone());
+            }
+        }
+    }
+
+    /// Keeps every policy's selected pods (and the reverse index) current.
+    fn update_selection(&mut self, dirty: &mut Dirty) {
+        for (key, policy) in &mut self.policies {
+            let ns = &policy.parsed.key.namespace;
+            let candidates: Vec<ObjectKey> = if dirty.policies.contains(key) {
+                let range = self.model.pods.range(ObjectKey::new(ns, "")..);
+                range
+                    .take_while(|(k, _)| &k.namespace == ns)
+                    .map(|(k, _)| k.clone())
+                    .collect()
+            } else {
+                dirty
+                    .pods
+                    .iter()
+                    .filter(|k| &k.namespace == ns)
+                    .cloned()
+                    .collect()
+            };
+            let mut changed = false;
+            for pod_key in candidates {
+                let selects = self.model.pods.get(&pod_key).is_some_and(|pod| {
+                    pod.is_endpoint() && policy.parsed.pod_selector.matches(&pod.labels)
+                });
+                let had = policy.selected.contains(&pod_key);
+                if selects == had {
+                    continue;
+                }
+                changed = true;
+                dirty.endpoints.insert(pod_key.clone());
+                let set = self.selecting.entry(pod_key.clone()).or_default();
+                if selects {
+                    policy.selected.insert(pod_key);
+                    set.insert(key.clone());
+                } else {
+                    set.remove(key);
+                    if set.is_empty() {
+                        self.selecting.remove(&pod_key);
+                    }
+                    policy.selected.remove(&pod_key);
+                }
+            }
+            if changed {
+                dirty.rules.insert(key.clone());
+            }
+        }
+    }
+
+    /// Recomputes the entries of dirty policies' rules and marks their endpoints.
+    fn update_rules(&mut self, dirty: &mut Dirty) {
+        let table = &self.out.identities;
+        for key in &dirty.rules {
+            let Some(policy) = self.policies.get_mut(key) else {
+                continue;
+            };
+            let mut problems = Problems::new(key.clone());
+            for rule in policy.rules_mut() {
+                for (protocol, name, field) in rules::compute_entries(rule, table) {
+                    let side = "destination";
+                    let protocol = protocol.to_string();
+                    problems.warning(
+                        field,
+                        PolicyError::NamedPortUnresolved {
+                            name,
+                            protocol,
+                            side,
+                        },
+                    );
+                }
+            }
+            for (protocol, name, field) in ingress_named_unresolved(policy, &self.model) {
+                let protocol = protocol.to_string();
+                let side = "selected";
+                problems.warning(
+                    field,
+                    PolicyError::NamedPortUnresolved {
+                        name,
+                        protocol,
+                        side,
+                    },
+                );
+            }
+            policy.warnings = problems.list;
+            dirty.endpoints.extend(policy.selected.iter().cloned());
+        }
+    }
+
+    /// Rebuilds the state of every dirty endpoint.
+    fn update_endpoints(&mut self, dirty: &Dirty, delta: &mut Delta) {
+        let mut memo: HashMap<TableSignature, TableId> = HashMap::new();
+        let mut touched_ips: BTreeSet<IpAddr> = BTreeSet::new();
+        for key in dirty.endpoints.iter().chain(&dirty.pods) {
+            let old = self.out.endpoints.get(key).cloned();
+            let pod = self
+                .model
+                .pods
+                .get(key)
+                .filter(|p| self.is_local_endpoint(p))
+                .cloned();
+            let new = pod.map(|pod| {
+                let ingress = self.direction_policy(&pod, Direction::Ingress, &mut memo, delta);
+                let egress = self.direction_policy(&pod, Direction::Egress, &mut memo, delta);
+                EndpointPolicy {
+                    pod: key.clone(),
+                    ips: sorted_ips(&pod),
+                    node: pod.node_name.clone(),
+                    ingress,
+                    egress,
+                }
+            });
+            if old == new {
+                // Both built a table reference: give back the extra one.
+                for t in new
+                    .iter()
+                    .flat_map(|e| [e.ingress.table, e.egress.table])
+                    .flatten()
+                {
+                    self.unref_table(t, delta);
+                }
+                continue;
+            }
+            for t in old
+                .iter()
+                .flat_map(|e| [e.ingress.table, e.egress.table])
+                .flatten()
+            {
+                self.unref_table(t, delta);
+            }
+            touched_ips.extend(old.iter().flat_map(|e| e.ips.iter().copied()));
+            match new {
+                Some(new) => {
+                    touched_ips.extend(new.ips.iter().copied());
+                    self.out.endpoints.insert(key.clone(), new);
+                    delta.endpoints_changed.insert(key.clone());
+                }
+                None if old.is_some() => {
+                    self.out.endpoints.remove(key);
+                    delta.endpoints_removed.insert(key.clone());
+                }
+                None => {}
+            }
+        }
+        for ip in touched_ips {
+            match self
+                .ids
+                .ip_owner(ip)
+                .filter(|k| self.out.endpoints.contains_key(*k))
+            {
+                Some(owner) => self.out.endpoint_ips.insert(ip, owner.clone()),
+                None => self.out.endpoint_ips.remove(&ip),
+            };
+        }
+    }
+
+    fn is_local_endpoint(&self, pod: &Pod) -> bool {
+        pod.is_endpoint()
+            && self
+                .options
+                .node
+                .as_ref()
+                .is_none_or(|n| pod.node_name.as_ref() == Some(n))
+    }
+
+    /// "A pod is isolated for a direction iff some policy in its namespace selects it and that
+    /// direction is among the policy's effective policyTypes."
+    fn direction_policy(
+        &mut self,
+        pod: &Pod,
+        direction: Direction,
+        memo: &mut HashMap<TableSignature, TableId>,
+        delta: &mut Delta,
+    ) -> DirectionPolicy {
+        type Built = (Vec<ObjectKey>, TableSignature, Option<AllowTable>);
+        let built: Option<Built> = {
+            let selecting = self.selecting.get(&pod.key());
+            let isolating: Vec<&PolicyState> = selecting
+                .into_iter()
+                .flatten()
+                .filter_map(|k| self.policies.get(k))
+                .filter(|p| p.parsed.rules(direction).is_some())
+                .collect();
+            (!isolating.is_empty()).then(|| {
+                let isolated_by = isolating.iter().map(|p| p.parsed.key.clone()).collect();
+                let rules: Vec<&RuleState> =
+                    isolating.iter().flat_map(|p| p.rules(direction)).collect();
+                let ports =
+                    rules::needs_endpoint_ports(&rules).then(|| pod.container_ports.clone());
+                let signature = (rules.iter().map(|r| r.rule_id).collect::<Vec<_>>(), ports);
+                let table = (!memo.contains_key(&signature))
+                    .then(|| rules::build_table(&rules, &pod.container_ports));
+                (isolated_by, signature, table)
+            })
+        };
+        let Some((isolated_by, signature, table)) = built else {
+            return DirectionPolicy::open();
+        };
+        let id = match (table, memo.get(&signature)) {
+            (_, Some(id)) => *id,
+            (Some(table), None) => {
+                let id = self.intern_table(table, delta);
+                memo.insert(signature, id);
+                id
+            }
+            (None, None) => self.intern_table(AllowTable::default(), delta),
+        };
+        *self.table_refs.entry(id).or_default() += 1;
+        DirectionPolicy {
+            isolated: true,
+            isolated_by,
+            table: Some(id),
+        }
+    }
+
+    /// Stores a table under its content hash (probing past a collision); the caller references it.
+    fn intern_table(&mut self, table: AllowTable, delta: &mut Delta) -> TableId {
+        let mut id = table.content_hash();
+        loop {
+            match self.out.tables.get(&id) {
+                Some(have) if *have == table => break,
+                Some(_) => id = TableId(id.0.wrapping_add(1)),
+                None => {
+                    self.out.tables.insert(id, table);
+                    delta.tables_added.insert(id);
+                    break;
+                }
+            }
+        }
+        id
+    }
+
+    fn unref_table(&mut self, id: TableId, delta: &mut Delta) {
+        let Some(count) = self.table_refs.get_mut(&id) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            self.table_refs.remove(&id);
+            self.out.tables.remove(&id);
+            delta.tables_removed.insert(id);
+        }
+    }
+
+    /// Node addresses: Node objects plus hostNetwork pods' IPs ("as peers they appear with the
+    /// node's IP").
+    fn update_host(&mut self, delta: &mut Delta) {
+        let mut host: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
+        if self.options.allow_node_traffic {
+            for node in self.model.nodes.values() {
+                host.entry(node.name.clone())
+                    .or_default()
+                    .extend(&node.addresses);
+            }
+            for pod in self.model.pods.values().filter(|p| p.host_network) {
+                if let Some(node) = &pod.node_name {
+                    host.entry(node.clone()).or_default().extend(&pod.ips);
+                }
+            }
+            if let Some(local) = &self.options.node {
+                host.retain(|name, _| name == local);
+            }
+        }
+        if host != self.out.identities.host {
+            self.out.identities.host = host;
+            delta.host_changed = true;
+        }
+    }
+
+    fn problems(&self) -> Vec<PolicyProblem> {
+        let all = self.policies.values();
+        all.flat_map(|p| p.parsed.problems.iter().chain(&p.warnings))
+            .cloned()
+            .collect()
+    }
+}
+
+fn sorted_ips(pod: &Pod) -> Vec<IpAddr> {
+    let mut ips = pod.ips.clone();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+/// Ingress named ports that no selected pod has.
+fn ingress_named_unresolved(
+    policy: &PolicyState,
+    model: &Model,
+) -> Vec<(crate::model::Protocol, String, String)> {
+    let mut out = Vec::new();
+    for rule in policy.parsed.ingress.iter().flatten() {
+        let super::parse::Ports::List(list) = &rule.ports else {
+            continue;
+        };
+        for port in list {
+            let super::parse::ParsedPort::Named {
+                protocol,
+                name,
+                field,
+            } = port
+            else {
+                continue;
+            };
+            let resolves = policy
+                .selected
+                .iter()
+                .filter_map(|k| model.pods.get(k))
+                .any(|pod| {
+                    rules::resolve_named(&pod.container_ports, *protocol, name)
+                        .next()
+                        .is_some()
+                });
+            if !resolves {
+                out.push((*protocol, name.clone(), field.clone()));
+            }
+        }
+    }
+    out
+}
