@@ -96,7 +96,8 @@ const ETH_LEN: usize = 14;
 const MAX_EXTENSION_HEADERS: usize = 8;
 
 impl Parsed {
-    const fn non_ip(l3: L3) -> Self {
+    /// An empty parse result of the given L3 kind.
+    pub const fn non_ip(l3: L3) -> Self {
         Self {
             l3,
             tuple: Tuple {
@@ -120,21 +121,59 @@ impl Parsed {
     }
 }
 
-/// Parses an Ethernet frame.
-#[inline(always)]
+/// Parses an Ethernet frame into a fresh [`Parsed`] (host convenience over [`parse_into`]).
 pub fn parse<P: Packet>(p: &P) -> Result<Parsed, ParseError> {
+    let mut out = Parsed::non_ip(L3::Other);
+    parse_into(p, &mut out)?;
+    Ok(out)
+}
+
+/// Parses an Ethernet frame into `out`. Writing in place keeps the eBPF stack small: the
+/// programs pass a per-CPU scratch slot.
+#[inline(always)]
+pub fn parse_into<P: Packet>(p: &P, out: &mut Parsed) -> Result<(), ParseError> {
+    *out = Parsed::non_ip(L3::Other);
     let eth: [u8; 2] = p.load(12).ok_or(ParseError::Truncated)?;
     match u16::from_be_bytes(eth) {
-        0x0800 => parse_ipv4(p, ETH_LEN),
-        0x86dd => parse_ipv6(p, ETH_LEN),
-        0x0806 => Ok(Parsed::non_ip(L3::Arp)),
-        _ => Ok(Parsed::non_ip(L3::Other)),
+        0x0800 => {
+            out.l3 = L3::Ipv4;
+            let (fragment, l4) = ipv4_header(p, ETH_LEN, &mut out.tuple)?;
+            finish_ip(p, out, fragment, l4)
+        }
+        0x86dd => {
+            out.l3 = L3::Ipv6;
+            let (fragment, l4) = ipv6_header(p, ETH_LEN, &mut out.tuple)?;
+            finish_ip(p, out, fragment, l4)
+        }
+        0x0806 => {
+            out.l3 = L3::Arp;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
-/// Reads an IPv4 header at `off`: (tuple addresses and protocol, fragment, L4 offset).
 #[inline(always)]
-fn ipv4_header<P: Packet>(p: &P, off: usize) -> Result<(Tuple, Fragment, usize), ParseError> {
+fn finish_ip<P: Packet>(
+    p: &P,
+    out: &mut Parsed,
+    fragment: Fragment,
+    l4: usize,
+) -> Result<(), ParseError> {
+    out.fragment = fragment;
+    if matches!(fragment, Fragment::Later { .. }) {
+        return Ok(());
+    }
+    parse_l4(p, l4, out)
+}
+
+/// Reads an IPv4 header at `off` into `t` (addresses, protocol): (fragment, L4 offset).
+#[inline(always)]
+fn ipv4_header<P: Packet>(
+    p: &P,
+    off: usize,
+    t: &mut Tuple,
+) -> Result<(Fragment, usize), ParseError> {
     let h: [u8; 20] = p.load(off).ok_or(ParseError::Truncated)?;
     if h[0] >> 4 != 4 {
         return Err(ParseError::BadIpVersion);
@@ -154,41 +193,25 @@ fn ipv4_header<P: Packet>(p: &P, off: usize) -> Result<(Tuple, Fragment, usize),
         (0, true) => Fragment::First { id },
         _ => Fragment::Later { id },
     };
-    let tuple = Tuple {
-        src: crate::v4_mapped([h[12], h[13], h[14], h[15]]),
-        dst: crate::v4_mapped([h[16], h[17], h[18], h[19]]),
-        sport: 0,
-        dport: 0,
-        protocol: h[9],
-    };
-    Ok((tuple, fragment, off + ihl))
+    t.src = crate::v4_mapped([h[12], h[13], h[14], h[15]]);
+    t.dst = crate::v4_mapped([h[16], h[17], h[18], h[19]]);
+    t.protocol = h[9];
+    Ok((fragment, off + ihl))
 }
 
+/// Reads an IPv6 header into `t` and walks its extension headers: (fragment, L4 offset).
 #[inline(always)]
-fn parse_ipv4<P: Packet>(p: &P, off: usize) -> Result<Parsed, ParseError> {
-    let (tuple, fragment, l4) = ipv4_header(p, off)?;
-    let mut parsed = Parsed {
-        l3: L3::Ipv4,
-        tuple,
-        fragment,
-        ..Parsed::non_ip(L3::Ipv4)
-    };
-    if matches!(fragment, Fragment::Later { .. }) {
-        return Ok(parsed);
-    }
-    parse_l4(p, l4, &mut parsed)?;
-    Ok(parsed)
-}
-
-/// Reads an IPv6 header and walks its extension headers: (tuple, fragment, L4 offset).
-#[inline(always)]
-fn ipv6_header<P: Packet>(p: &P, off: usize) -> Result<(Tuple, Fragment, usize), ParseError> {
+fn ipv6_header<P: Packet>(
+    p: &P,
+    off: usize,
+    t: &mut Tuple,
+) -> Result<(Fragment, usize), ParseError> {
     let h: [u8; 8] = p.load(off).ok_or(ParseError::Truncated)?;
     if h[0] >> 4 != 6 {
         return Err(ParseError::BadIpVersion);
     }
-    let src: [u8; 16] = p.load(off + 8).ok_or(ParseError::Truncated)?;
-    let dst: [u8; 16] = p.load(off + 24).ok_or(ParseError::Truncated)?;
+    t.src = p.load(off + 8).ok_or(ParseError::Truncated)?;
+    t.dst = p.load(off + 24).ok_or(ParseError::Truncated)?;
     let mut next = h[6];
     let mut cur = off + 40;
     let mut fragment = Fragment::None;
@@ -222,44 +245,16 @@ fn ipv6_header<P: Packet>(p: &P, off: usize) -> Result<(Tuple, Fragment, usize),
                 }
             }
             _ => {
-                let tuple = Tuple {
-                    src,
-                    dst,
-                    sport: 0,
-                    dport: 0,
-                    protocol: next,
-                };
-                return Ok((tuple, fragment, cur));
+                t.protocol = next;
+                return Ok((fragment, cur));
             }
         }
     }
     if matches!(fragment, Fragment::Later { .. }) {
-        let tuple = Tuple {
-            src,
-            dst,
-            sport: 0,
-            dport: 0,
-            protocol: next,
-        };
-        return Ok((tuple, fragment, cur));
+        t.protocol = next;
+        return Ok((fragment, cur));
     }
     Err(ParseError::TooManyExtensionHeaders)
-}
-
-#[inline(always)]
-fn parse_ipv6<P: Packet>(p: &P, off: usize) -> Result<Parsed, ParseError> {
-    let (tuple, fragment, l4) = ipv6_header(p, off)?;
-    let mut parsed = Parsed {
-        l3: L3::Ipv6,
-        tuple,
-        fragment,
-        ..Parsed::non_ip(L3::Ipv6)
-    };
-    if matches!(fragment, Fragment::Later { .. }) {
-        return Ok(parsed);
-    }
-    parse_l4(p, l4, &mut parsed)?;
-    Ok(parsed)
 }
 
 /// Reads ports (or echo id) and flags for `parsed.tuple.protocol` at `off`.
@@ -312,15 +307,15 @@ fn parse_icmp<P: Packet>(p: &P, off: usize, parsed: &mut Parsed) -> Result<(), P
         }
         Icmp::Error => {
             let inner_off = off + 8;
-            let (mut inner, _, l4) = if v6 {
-                ipv6_header(p, inner_off)?
+            let inner = &mut parsed.inner;
+            let (_, l4) = if v6 {
+                ipv6_header(p, inner_off, inner)?
             } else {
-                ipv4_header(p, inner_off)?
+                ipv4_header(p, inner_off, inner)?
             };
             // The first 8 bytes of the quoted L4 header hold the ports of TCP, UDP and SCTP.
             let ports: [u8; 4] = p.load(l4).ok_or(ParseError::Truncated)?;
-            set_ports(&mut inner, ports[0], ports[1], ports[2], ports[3]);
-            parsed.inner = inner;
+            set_ports(inner, ports[0], ports[1], ports[2], ports[3]);
         }
         _ => {}
     }

@@ -1,0 +1,186 @@
+//! Typed accessors for the maps. Keys and values are the `palisade_common` types; prefix lengths
+//! and byte orders are handled here and nowhere else.
+
+use std::net::IpAddr;
+
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
+use ipnet::IpNet;
+use palisade_common::{
+    endpoint::{Config, Endpoint, ServiceKey, MAP_CONFIG, MAP_ENDPOINTS, MAP_SERVICES, MAP_SLOTS},
+    event::MAP_COUNTERS,
+    identity::{IdentityKey, IdentityValue, MAP_IDENTITY},
+    policy::{PolicyKey, PolicyValue, MAP_POLICY, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS},
+    verdict::DropReason,
+};
+
+use super::{Dataplane, DataplaneError};
+
+/// A block of ports: `port` with its low `16 - prefix_len` bits free.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortBlock {
+    pub port: u16,
+    pub prefix_len: u8,
+}
+
+/// The 16-byte key form of an address (IPv4 as IPv4-mapped IPv6).
+pub fn addr16(ip: IpAddr) -> [u8; 16] {
+    match ip {
+        IpAddr::V4(v4) => palisade_common::v4_mapped(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+/// The identity trie key of a prefix.
+pub fn identity_key(net: IpNet) -> Key<IdentityKey> {
+    let (addr, len) = match net.trunc() {
+        IpNet::V4(n) => (
+            addr16(IpAddr::V4(n.network())),
+            96 + u32::from(n.prefix_len()),
+        ),
+        IpNet::V6(n) => (addr16(IpAddr::V6(n.network())), u32::from(n.prefix_len())),
+    };
+    Key::new(len, IdentityKey { addr })
+}
+
+/// The policy trie key of an entry: all protocols (`protocol` None), all ports of a protocol
+/// (`ports` None) or a port block.
+pub fn policy_key(
+    table: u32,
+    identity: u32,
+    protocol: Option<u8>,
+    ports: Option<PortBlock>,
+) -> Key<PolicyKey> {
+    match (protocol, ports) {
+        (None, _) => Key::new(PREFIX_ALL_PROTOCOLS, PolicyKey::new(table, identity, 0, 0)),
+        (Some(p), None) => Key::new(PREFIX_ALL_PORTS, PolicyKey::new(table, identity, p, 0)),
+        (Some(p), Some(b)) => Key::new(
+            PREFIX_ALL_PORTS + 8 + u32::from(b.prefix_len),
+            PolicyKey::new(table, identity, p, b.port),
+        ),
+    }
+}
+
+macro_rules! map_mut {
+    ($self:ident, $name:expr, $ty:ty) => {{
+        let name: &'static str = $name;
+        let map = $self
+            .ebpf
+            .map_mut(name)
+            .ok_or(DataplaneError::MissingMap(name))?;
+        <$ty>::try_from(map).map_err(|source| DataplaneError::Map { name, source })?
+    }};
+}
+
+fn merr(name: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { name, source }
+}
+
+impl Dataplane {
+    /// Writes an endpoint's record: the atomic flip to its current policy tables.
+    pub fn set_endpoint(&mut self, ifindex: u32, ep: &Endpoint) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_ENDPOINTS, HashMap<&mut MapData, u32, Endpoint>);
+        m.insert(ifindex, ep, 0).map_err(merr(MAP_ENDPOINTS))?;
+        let mut s = map_mut!(self, MAP_SLOTS, HashMap<&mut MapData, u32, u32>);
+        s.insert(ep.slot, ifindex, 0).map_err(merr(MAP_SLOTS))
+    }
+
+    pub fn endpoint(&mut self, ifindex: u32) -> Result<Option<Endpoint>, DataplaneError> {
+        let m = map_mut!(self, MAP_ENDPOINTS, HashMap<&mut MapData, u32, Endpoint>);
+        match m.get(&ifindex, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(merr(MAP_ENDPOINTS)(e)),
+        }
+    }
+
+    pub fn remove_endpoint(&mut self, ifindex: u32, slot: u32) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_ENDPOINTS, HashMap<&mut MapData, u32, Endpoint>);
+        ignore_missing(m.remove(&ifindex)).map_err(merr(MAP_ENDPOINTS))?;
+        let mut s = map_mut!(self, MAP_SLOTS, HashMap<&mut MapData, u32, u32>);
+        ignore_missing(s.remove(&slot)).map_err(merr(MAP_SLOTS))
+    }
+
+    pub fn set_identity(&mut self, net: IpNet, identity: u32) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_IDENTITY, LpmTrie<&mut MapData, IdentityKey, IdentityValue>);
+        m.insert(&identity_key(net), IdentityValue { identity, _pad: 0 }, 0)
+            .map_err(merr(MAP_IDENTITY))
+    }
+
+    pub fn remove_identity(&mut self, net: IpNet) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_IDENTITY, LpmTrie<&mut MapData, IdentityKey, IdentityValue>);
+        ignore_missing(m.remove(&identity_key(net))).map_err(merr(MAP_IDENTITY))
+    }
+
+    pub fn set_policy(
+        &mut self,
+        key: &Key<PolicyKey>,
+        value: PolicyValue,
+    ) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_POLICY, LpmTrie<&mut MapData, PolicyKey, PolicyValue>);
+        m.insert(key, value, 0).map_err(merr(MAP_POLICY))
+    }
+
+    pub fn remove_policy(&mut self, key: &Key<PolicyKey>) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_POLICY, LpmTrie<&mut MapData, PolicyKey, PolicyValue>);
+        ignore_missing(m.remove(key)).map_err(merr(MAP_POLICY))
+    }
+
+    pub fn set_config(&mut self, cfg: Config) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_CONFIG, Array<&mut MapData, Config>);
+        m.set(0, cfg, 0).map_err(merr(MAP_CONFIG))
+    }
+
+    pub fn add_service(
+        &mut self,
+        ip: IpAddr,
+        port: u16,
+        protocol: u8,
+    ) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_SERVICES, HashMap<&mut MapData, ServiceKey, u32>);
+        m.insert(service_key(ip, port, protocol), 1, 0)
+            .map_err(merr(MAP_SERVICES))
+    }
+
+    pub fn remove_service(
+        &mut self,
+        ip: IpAddr,
+        port: u16,
+        protocol: u8,
+    ) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_SERVICES, HashMap<&mut MapData, ServiceKey, u32>);
+        ignore_missing(m.remove(&service_key(ip, port, protocol))).map_err(merr(MAP_SERVICES))
+    }
+
+    /// Packets counted per drop reason (index 0: passed), summed over CPUs.
+    pub fn counters(&mut self) -> Result<Vec<(DropReason, u64)>, DataplaneError> {
+        let m = map_mut!(self, MAP_COUNTERS, PerCpuArray<&mut MapData, u64>);
+        DropReason::ALL
+            .iter()
+            .map(|r| {
+                let per_cpu = m.get(&(*r as u32), 0).map_err(merr(MAP_COUNTERS))?;
+                Ok((*r, per_cpu.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+fn service_key(ip: IpAddr, port: u16, protocol: u8) -> ServiceKey {
+    ServiceKey {
+        addr: addr16(ip),
+        port: port.to_be_bytes(),
+        protocol,
+        _pad: 0,
+    }
+}
+
+fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::MapError> {
+    match r {
+        Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,12 @@
+//! Palisade: a Kubernetes NetworkPolicy dataplane.
+//!
+//! Data flow: [`source`] (manifests, Kubernetes API) → [`model`] (the cluster as Palisade sees it)
+//! → [`compiler`] (pure: per-endpoint allow structures) → [`dataplane`] (BPF maps, programs).
+//! [`reference`] is an evaluator written straight from the spec that the compiler is tested against.
+
+pub mod cli;
+pub mod compiler;
+pub mod dataplane;
+pub mod model;
+pub mod reference;
+pub mod source;

@@ -1,0 +1,433 @@
+//! The verdict logic of each hook: parse, track, look up, report.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, TC_ACT_SHOT},
+    programs::TcContext,
+};
+use palisade_common::{
+    conntrack::{
+        tcp_opens, CtKey, CtState, CtValue, CT_FLAG_DEFERRED, CT_FLAG_OUTBOUND, CT_FLAG_SRC_CHECKED,
+    },
+    endpoint::{
+        Endpoint, ServiceKey, EP_EGRESS_ISOLATED, EP_FAIL_CLOSED, EP_INGRESS_ISOLATED,
+        MARK_DEFERRED, MARK_MASK, MARK_SLOT_SHIFT,
+    },
+    packet::{parse_into, Fragment, Icmp, Parsed, L3},
+    proto,
+    verdict::{Decision, Direction, DropReason},
+};
+
+use crate::{
+    conntrack as ct,
+    context::{self, Skb},
+    events,
+    lookup::{self, Check},
+    maps::{Scratch, ENDPOINTS, FRAGMENTS, SCRATCH, SERVICES, SLOTS},
+};
+
+const fn pass(decision: Decision) -> Check {
+    Check {
+        decision,
+        reason: DropReason::None,
+        rule_id: 0,
+        peer_identity: 0,
+    }
+}
+
+const fn drop(reason: DropReason) -> Check {
+    Check {
+        decision: Decision::Dropped,
+        reason,
+        rule_id: 0,
+        peer_identity: 0,
+    }
+}
+
+const fn opposite(dir: Direction) -> Direction {
+    match dir {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    }
+}
+
+const fn isolated(ep: &Endpoint, dir: Direction) -> bool {
+    let flag = match dir {
+        Direction::Ingress => EP_INGRESS_ISOLATED,
+        Direction::Egress => EP_EGRESS_ISOLATED,
+    };
+    ep.flags & (flag | EP_FAIL_CLOSED) != 0
+}
+
+/// The other side of the flow as seen from the endpoint, for a packet travelling in `dir`.
+#[inline(always)]
+fn peer_addr(p: &Parsed, dir: Direction) -> &[u8; 16] {
+    match dir {
+        Direction::Ingress => &p.tuple.src,
+        Direction::Egress => &p.tuple.dst,
+    }
+}
+
+/// Counts the verdict, reports drops, and turns the verdict into a TC action.
+#[inline(always)]
+fn finish(ifindex: u32, dir: Direction, p: Option<&Parsed>, check: &Check) -> i32 {
+    events::count(check.reason);
+    if check.allowed() {
+        return TC_ACT_OK;
+    }
+    if let Some(p) = p {
+        events::report(ifindex, dir, &p.tuple, check);
+    }
+    TC_ACT_SHOT
+}
+
+#[inline(always)]
+fn scratch() -> Option<&'static mut Scratch> {
+    // SAFETY: per-CPU slot; a TC program runs to completion on one CPU without preemption.
+    SCRATCH.get_ptr_mut(0).map(|s| unsafe { &mut *s })
+}
+
+/// The hook on a pod's host veth.
+#[inline(always)]
+pub fn endpoint(ctx: &TcContext, dir: Direction) -> i32 {
+    let ifindex = context::ifindex(ctx);
+    // SAFETY: the value is copied out at once.
+    let Some(ep) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
+        // Not (or no longer) a managed endpoint: the agent attaches only after writing the record.
+        return TC_ACT_OK;
+    };
+    let Some(s) = scratch() else {
+        return TC_ACT_SHOT;
+    };
+    if parse_into(&Skb(ctx), &mut s.p).is_err() {
+        let check = if isolated(&ep, dir) {
+            drop(DropReason::Unparseable)
+        } else {
+            pass(Decision::AllowedNotIsolated)
+        };
+        return finish(ifindex, dir, None, &check);
+    }
+    let check = match s.p.l3 {
+        L3::Arp => pass(Decision::AllowedProtocol),
+        L3::Other if isolated(&ep, dir) => drop(DropReason::Unparseable),
+        L3::Other => pass(Decision::AllowedNotIsolated),
+        L3::Ipv4 | L3::Ipv6 => {
+            if dir == Direction::Ingress && context::mark(ctx) & MARK_DEFERRED != 0 {
+                return deferred_at_destination(ctx, ifindex, &ep, s);
+            }
+            ip(ctx, ifindex, &ep, dir, s)
+        }
+    };
+    finish(ifindex, dir, Some(&s.p), &check)
+}
+
+#[inline(always)]
+fn ip(ctx: &TcContext, ifindex: u32, ep: &Endpoint, dir: Direction, s: &mut Scratch) -> Check {
+    if s.p.icmp == Icmp::NeighbourDiscovery {
+        return pass(Decision::AllowedProtocol);
+    }
+    if ep.flags & EP_FAIL_CLOSED != 0 {
+        return drop(DropReason::EndpointFailClosed);
+    }
+    if let Fragment::Later { id } = s.p.fragment {
+        fragment_key(ifindex, &s.p, id, &mut s.fwd);
+        return later_fragment(&s.fwd, ep, dir);
+    }
+    if s.p.icmp == Icmp::Error {
+        return icmp_error(ifindex, ep, dir, s);
+    }
+    let check = tracked_or_new(ctx, ifindex, ep, dir, s);
+    if let (Fragment::First { id }, true) = (s.p.fragment, check.allowed()) {
+        fragment_key(ifindex, &s.p, id, &mut s.fwd);
+        let _ = FRAGMENTS.insert(&s.fwd, &1, 0);
+    }
+    check
+}
+
+/// The fragment table key: the flow's addresses and protocol with the IP id in the port fields.
+#[inline(always)]
+fn fragment_key(ifindex: u32, p: &Parsed, id: u32, key: &mut CtKey) {
+    key.src = p.tuple.src;
+    key.dst = p.tuple.dst;
+    key.ifindex = ifindex;
+    key.sport = id as u16;
+    key.dport = (id >> 16) as u16;
+    key.protocol = p.tuple.protocol;
+    key._pad = [0; 3];
+}
+
+#[inline(always)]
+fn later_fragment(key: &CtKey, ep: &Endpoint, dir: Direction) -> Check {
+    if FRAGMENTS.get_ptr(key).is_some() {
+        pass(Decision::AllowedTracked)
+    } else if isolated(ep, dir) {
+        drop(DropReason::FragmentUnknown)
+    } else {
+        pass(Decision::AllowedNotIsolated)
+    }
+}
+
+/// An ICMP error passes when the packet it quotes belongs to a flow tracked at this endpoint.
+#[inline(always)]
+fn icmp_error(ifindex: u32, ep: &Endpoint, dir: Direction, s: &mut Scratch) -> Check {
+    let inner = &s.p.inner;
+    let q = &mut s.fwd;
+    q.src = inner.src;
+    q.dst = inner.dst;
+    q.ifindex = ifindex;
+    q.sport = inner.sport;
+    q.dport = inner.dport;
+    q.protocol = inner.protocol;
+    q._pad = [0; 3];
+    s.rev = q.reversed();
+    if ct::get(&s.fwd).is_some() || ct::get(&s.rev).is_some() {
+        pass(Decision::AllowedProtocol)
+    } else if isolated(ep, dir) {
+        drop(DropReason::IcmpUnrelated)
+    } else {
+        pass(Decision::AllowedNotIsolated)
+    }
+}
+
+#[inline(always)]
+fn tracked_or_new(
+    ctx: &TcContext,
+    ifindex: u32,
+    ep: &Endpoint,
+    dir: Direction,
+    s: &mut Scratch,
+) -> Check {
+    ct::keys(&s.p, ifindex, &mut s.fwd, &mut s.rev);
+    let p = &s.p;
+    if let Some(v) = ct::get(&s.fwd) {
+        // SAFETY: pointer from a map lookup.
+        if unsafe { (*v).flags } & CT_FLAG_DEFERRED != 0 {
+            defer(ctx, ep);
+        } else if let Some(revoked) = recheck(v, ep, dir, dir, p, p.tuple.dport) {
+            ct::remove(&s.fwd);
+            return revoked;
+        }
+        ct::touch(v, p.tuple.protocol, p.tcp_flags, false);
+        return pass(Decision::AllowedTracked);
+    }
+    if let Some(v) = ct::get(&s.rev) {
+        // SAFETY: pointer from a map lookup.
+        if unsafe { (*v).flags } & CT_FLAG_DEFERRED == 0 {
+            if let Some(revoked) = recheck(v, ep, dir, opposite(dir), p, p.tuple.sport) {
+                ct::remove(&s.rev);
+                return revoked;
+            }
+        }
+        ct::touch(v, p.tuple.protocol, p.tcp_flags, true);
+        return pass(Decision::AllowedTracked);
+    }
+    new_flow(ctx, ep, dir, s)
+}
+
+/// On a policy change (generation mismatch), checks the flow's opening direction again.
+/// Returns the drop to apply when the flow is no longer allowed. `dir` is this packet's direction;
+/// the peer is the other side of the flow whichever way the packet travels.
+#[inline(always)]
+fn recheck(
+    v: *mut CtValue,
+    ep: &Endpoint,
+    dir: Direction,
+    open_dir: Direction,
+    p: &Parsed,
+    port: u16,
+) -> Option<Check> {
+    // SAFETY: pointer from a map lookup.
+    if unsafe { (*v).generation } == ep.generation {
+        return None;
+    }
+    let peer = lookup::identity_of(peer_addr(p, dir));
+    let c = lookup::check(ep, open_dir, peer, p.tuple.protocol, port);
+    if !c.allowed() {
+        return Some(Check {
+            peer_identity: peer,
+            ..drop(DropReason::Revoked)
+        });
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*v).generation = ep.generation;
+        (*v).rule_id = c.rule_id;
+    }
+    None
+}
+
+#[inline(always)]
+fn new_flow(ctx: &TcContext, ep: &Endpoint, dir: Direction, s: &mut Scratch) -> Check {
+    let p = &s.p;
+    let t = &p.tuple;
+    let outbound = if dir == Direction::Egress {
+        CT_FLAG_OUTBOUND
+    } else {
+        0
+    };
+    if dir == Direction::Egress && is_service(p) {
+        let v = ct::fresh(
+            CtState::Opening,
+            outbound | CT_FLAG_DEFERRED,
+            ep.generation,
+            0,
+        );
+        ct::create(&s.fwd, &v);
+        defer(ctx, ep);
+        return pass(Decision::Deferred);
+    }
+    let peer = lookup::identity_of(peer_addr(p, dir));
+    let c = lookup::check(ep, dir, peer, t.protocol, t.dport);
+    if c.allowed() {
+        ct::create(
+            &s.fwd,
+            &ct::fresh(CtState::New, outbound, ep.generation, c.rule_id),
+        );
+        return c;
+    }
+    // A mid-stream packet of a flow older than the programs: allowed if it is a reply of a flow
+    // whose opening direction policy allows.
+    let midstream = match t.protocol {
+        proto::TCP => !tcp_opens(p.tcp_flags),
+        proto::SCTP => p.tcp_flags == 0,
+        _ => false,
+    };
+    if midstream {
+        let back = lookup::check(ep, opposite(dir), peer, t.protocol, t.sport);
+        if back.allowed() {
+            let flags = if dir == Direction::Egress {
+                0
+            } else {
+                CT_FLAG_OUTBOUND
+            };
+            let v = ct::fresh(CtState::Established, flags, ep.generation, back.rule_id);
+            ct::create(&s.rev, &v);
+            return pass(Decision::AllowedTracked);
+        }
+    }
+    c
+}
+
+#[inline(always)]
+fn is_service(p: &Parsed) -> bool {
+    let key = ServiceKey {
+        addr: p.tuple.dst,
+        port: p.tuple.dport.to_be_bytes(),
+        protocol: p.tuple.protocol,
+        _pad: 0,
+    };
+    SERVICES.get_ptr(&key).is_some()
+}
+
+/// Marks a packet so that the hook that sees its translated destination decides its egress.
+#[inline(always)]
+fn defer(ctx: &TcContext, ep: &Endpoint) {
+    let bits = MARK_DEFERRED | ((ep.slot << MARK_SLOT_SHIFT) & 0x0fff_0000);
+    context::set_mark_masked(ctx, MARK_MASK, bits);
+}
+
+/// The source endpoint of a deferred packet, from the slot in its mark; clears Palisade's mark
+/// bits so the packet leaves no trace.
+#[inline(always)]
+fn take_source_endpoint(ctx: &TcContext) -> Option<(u32, Endpoint)> {
+    let slot = (context::mark(ctx) & 0x0fff_0000) >> MARK_SLOT_SHIFT;
+    context::set_mark_masked(ctx, MARK_MASK, 0);
+    // SAFETY: values are copied out at once.
+    let src_ifindex = unsafe { *SLOTS.get_ptr(&slot)? };
+    // SAFETY: as above.
+    let ep = (unsafe { ENDPOINTS.get(&src_ifindex) }).copied()?;
+    Some((src_ifindex, ep))
+}
+
+/// At the destination pod's veth: the packet left its source pod addressed to a Service and was
+/// translated since. Decide the source's egress and this pod's ingress on the translated tuple.
+/// The ingress peer is the source endpoint itself, not the packet's source address, which
+/// kube-proxy masquerades for hairpin traffic.
+#[inline(always)]
+fn deferred_at_destination(ctx: &TcContext, ifindex: u32, ep: &Endpoint, s: &mut Scratch) -> i32 {
+    let dir = Direction::Ingress;
+    let Some((src_ifindex, src)) = take_source_endpoint(ctx) else {
+        return finish(
+            ifindex,
+            dir,
+            Some(&s.p),
+            &drop(DropReason::EgressPolicyDenied),
+        );
+    };
+    ct::keys(&s.p, ifindex, &mut s.fwd, &mut s.rev);
+    let p = &s.p;
+    let t = &p.tuple;
+    if let Some(v) = ct::get(&s.fwd) {
+        // SAFETY: pointer from a map lookup.
+        let (gen, src_gen) = unsafe { ((*v).generation, (*v).src_generation) };
+        if gen == ep.generation && src_gen == src.generation {
+            ct::touch(v, t.protocol, p.tcp_flags, false);
+            return finish(ifindex, dir, Some(p), &pass(Decision::AllowedTracked));
+        }
+    }
+    let out = lookup::check(&src, Direction::Egress, ep.identity, t.protocol, t.dport);
+    if !out.allowed() {
+        ct::remove(&s.fwd);
+        return finish(src_ifindex, Direction::Egress, Some(p), &out);
+    }
+    let inb = lookup::check(ep, dir, src.identity, t.protocol, t.dport);
+    if inb.allowed() {
+        let mut v = ct::fresh(
+            CtState::New,
+            CT_FLAG_SRC_CHECKED,
+            ep.generation,
+            inb.rule_id,
+        );
+        v.src_generation = src.generation;
+        v.src_slot = src.slot as u16;
+        ct::create(&s.fwd, &v);
+    } else {
+        ct::remove(&s.fwd);
+    }
+    finish(ifindex, dir, Some(p), &inb)
+}
+
+/// The node uplink's tc egress: completes deferred egress verdicts for traffic leaving the node.
+#[inline(always)]
+pub fn uplink(ctx: &TcContext) -> i32 {
+    if context::mark(ctx) & MARK_DEFERRED == 0 {
+        return TC_ACT_OK;
+    }
+    let ifindex = context::ifindex(ctx);
+    let Some(s) = scratch() else {
+        return TC_ACT_SHOT;
+    };
+    let dir = Direction::Egress;
+    let found = take_source_endpoint(ctx);
+    if parse_into(&Skb(ctx), &mut s.p).is_err() {
+        return finish(ifindex, dir, None, &drop(DropReason::Unparseable));
+    }
+    let Some((src_ifindex, src)) = found else {
+        return finish(
+            ifindex,
+            dir,
+            Some(&s.p),
+            &drop(DropReason::EgressPolicyDenied),
+        );
+    };
+    ct::keys(&s.p, ifindex, &mut s.fwd, &mut s.rev);
+    let p = &s.p;
+    let t = &p.tuple;
+    if let Some(v) = ct::get(&s.fwd) {
+        // SAFETY: pointer from a map lookup.
+        if unsafe { (*v).src_generation } == src.generation {
+            ct::touch(v, t.protocol, p.tcp_flags, false);
+            return TC_ACT_OK;
+        }
+    }
+    let peer = lookup::identity_of(&t.dst);
+    let out = lookup::check(&src, dir, peer, t.protocol, t.dport);
+    if out.allowed() {
+        let mut v = ct::fresh(CtState::New, CT_FLAG_SRC_CHECKED, 0, out.rule_id);
+        v.src_generation = src.generation;
+        v.src_slot = src.slot as u16;
+        ct::create(&s.fwd, &v);
+    } else {
+        ct::remove(&s.fwd);
+    }
+    finish(src_ifindex, dir, Some(p), &out)
+}
