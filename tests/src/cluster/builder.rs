@@ -57,6 +57,8 @@ impl TestClusterBuilder {
             return Err(ClusterError::NodeCount(self.nodes));
         }
         let probe_bin = find_probe_bin(self.probe_bin)?;
+        // Leftovers of killed runs (dead owner PID only; live clusters are never touched).
+        crate::names::cleanup_stale();
         let run = RunId::fresh();
         let state_dir = StateDir::create(run.state_dir())?;
         let nodes = (0..self.nodes)
