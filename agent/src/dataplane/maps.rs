@@ -54,7 +54,7 @@ pub fn policy_key(
         (None, _) => Key::new(PREFIX_ALL_PROTOCOLS, PolicyKey::new(table, identity, 0, 0)),
         (Some(p), None) => Key::new(PREFIX_ALL_PORTS, PolicyKey::new(table, identity, p, 0)),
         (Some(p), Some(b)) => Key::new(
-            PREFIX_ALL_PORTS + 8 + u32::from(b.prefix_len),
+            PREFIX_ALL_PORTS + u32::from(b.prefix_len),
             PolicyKey::new(table, identity, p, b.port),
         ),
     }

@@ -10,7 +10,7 @@ mod testrun;
 pub use attach::{AttachMode, Hook};
 pub use bpffs::PrivateBpffs;
 pub use loader::{Dataplane, OBJECT_EMBEDDED};
-pub use maps::PortBlock;
+pub use maps::{identity_key, policy_key, PortBlock};
 pub use testrun::TestRunOutcome;
 
 /// Everything that can go wrong in the dataplane.
