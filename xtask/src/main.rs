@@ -1,0 +1,34 @@
+//! Developer and CI entry points: `cargo xtask setup|test|demo`. xtask runs and tests; it never
+//! builds the eBPF object itself (agent/build.rs does, through aya-build).
+
+mod cmd;
+mod demo;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "xtask", about = "Palisade's developer commands")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Install everything the build and the tests need (idempotent; never touches Rust toolchains).
+    Setup,
+    /// Run every test: formatting, clippy, unit tests, and (as root) the privileged tests.
+    Test,
+    /// Show real enforcement between network namespaces.
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::run().map(|_| ()),
+        Command::Test => test::run(),
+        Command::Demo => demo::run(),
+    }
+}

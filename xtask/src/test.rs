@@ -1,0 +1,120 @@
+//! `cargo xtask test`: every test the project has, after `setup`.
+//!
+//! 1. `cargo fmt --check` and `cargo clippy --all-targets -D warnings`;
+//! 2. `cargo test --workspace` (unit and host tests; privileged tests are `#[ignore]`d there);
+//! 3. as root, `cargo test --workspace -- --ignored`: the privileged tests (BPF_PROG_TEST_RUN,
+//!    network namespaces, real traffic). Not root: they are listed as not run.
+//!
+//! Ends with one line `xtask test: N passed, N failed, N skipped`.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _};
+
+use crate::{cmd, setup};
+
+#[derive(Debug, Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    /// Names of the ignored tests (for the "could not run" list).
+    ignored_names: Vec<String>,
+}
+
+pub fn run() -> anyhow::Result<()> {
+    setup::run()?;
+    let root = cmd::workspace_root();
+    std::env::set_current_dir(&root)?;
+    println!("xtask test: cargo fmt --check");
+    cmd::run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
+    println!("xtask test: cargo clippy --all-targets");
+    cmd::run(Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    println!("xtask test: cargo test --workspace");
+    let host = cargo_test(&[])?;
+    let privileged = if cmd::is_root() {
+        println!("xtask test: privileged tests (root): cargo test --workspace -- --ignored");
+        Some(cargo_test(&["--ignored"])?)
+    } else {
+        None
+    };
+    summarize(&host, privileged.as_ref())
+}
+
+fn summarize(host: &Tally, privileged: Option<&Tally>) -> anyhow::Result<()> {
+    let (passed, failed, skipped) = match privileged {
+        Some(p) => (host.passed + p.passed, host.failed + p.failed, 0),
+        None => {
+            println!("xtask test: not root: these privileged tests did NOT run:");
+            for name in &host.ignored_names {
+                println!("  - {name}");
+            }
+            (host.passed, host.failed, host.ignored)
+        }
+    };
+    println!("xtask test: {passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 {
+        bail!("{failed} test(s) failed");
+    }
+    Ok(())
+}
+
+/// Runs `cargo test --workspace -- <args>`, echoing its output and tallying the results.
+fn cargo_test(args: &[&str]) -> anyhow::Result<Tally> {
+    let mut child = Command::new("cargo")
+        .args(["test", "--workspace", "--no-fail-fast", "--"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    let mut tally = Tally::default();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        tally_line(&line, &mut tally);
+    }
+    let status = child.wait()?;
+    if !status.success() && tally.failed == 0 {
+        bail!("cargo test failed without a failing test ({status}): a build error?");
+    }
+    Ok(tally)
+}
+
+fn tally_line(line: &str, tally: &mut Tally) {
+    if let Some(rest) = line.strip_prefix("test result: ") {
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
+            let n: u64 = n.trim_start_matches("ok.").trim_start_matches("FAILED.").parse().unwrap_or(0);
+            match kind {
+                "passed" => tally.passed += n,
+                "failed" => tally.failed += n,
+                "ignored" => tally.ignored += n,
+                _ => {}
+            }
+        }
+    } else if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... ignored")) {
+        tally.ignored_names.push(name.to_owned());
+    } else if line.starts_with("test ") && line.contains(" ... ignored, ") {
+        tally.ignored_names.push(line.trim_start_matches("test ").to_owned());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_cargo_result_lines() {
+        let mut t = Tally::default();
+        tally_line("test result: ok. 18 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.27s", &mut t);
+        tally_line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out", &mut t);
+        tally_line("test foo::bar ... ignored, privileged: needs root", &mut t);
+        assert_eq!((t.passed, t.failed, t.ignored), (21, 1, 2));
+        assert_eq!(t.ignored_names, vec!["foo::bar ... ignored, privileged: needs root".to_owned()]);
+    }
+}
