@@ -198,6 +198,18 @@ pub fn explain_model(
     port: u16,
 ) -> Result<Vec<Explanation>, CliError> {
     let compiled = compile(model, &CompileOptions::default());
+    explain_compiled(model, &compiled, from, to, protocol, port)
+}
+
+/// [`explain_model`] over output already compiled from `model`.
+pub fn explain_compiled(
+    model: &Model,
+    compiled: &CompiledOutput,
+    from: &str,
+    to: &str,
+    protocol: Protocol,
+    port: u16,
+) -> Result<Vec<Explanation>, CliError> {
     let (from_name, from_ip) = resolve(model, from)?;
     let (to_name, to_ip) = resolve(model, to)?;
     let (service, targets) = match translate(model, to_ip, protocol, port) {
@@ -205,7 +217,7 @@ pub fn explain_model(
         None => (None, vec![(to_name, to_ip, port)]),
     };
     let explain = |(to, to_ip, port): Target| {
-        let v = verdict(&compiled, from_ip, to_ip, protocol, port);
+        let v = verdict(compiled, from_ip, to_ip, protocol, port);
         Explanation {
             from: from_name.clone(),
             from_ip,
@@ -215,8 +227,8 @@ pub fn explain_model(
             port,
             service: service.clone(),
             allowed: v.allowed,
-            egress: side(&compiled, v.client.as_ref(), Direction::Egress, &v.egress),
-            ingress: side(&compiled, v.server.as_ref(), Direction::Ingress, &v.ingress),
+            egress: side(compiled, v.client.as_ref(), Direction::Egress, &v.egress),
+            ingress: side(compiled, v.server.as_ref(), Direction::Ingress, &v.ingress),
         }
     };
     Ok(targets.into_iter().map(explain).collect())

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use thiserror::Error;
 
-pub use explain::{explain, explain_model, ExplainArgs, Explanation};
+pub use explain::{explain, explain_compiled, explain_model, ExplainArgs, Explanation};
 pub use matrix::{compute_matrix, matrix, matrix_for_model, matrix_pods, Matrix, MatrixArgs};
 
 use crate::model::Model;
