@@ -6,7 +6,9 @@
 
 pub mod cli;
 pub mod compiler;
+pub mod daemon;
 pub mod dataplane;
 pub mod model;
 pub mod reference;
 pub mod source;
+pub mod sync;

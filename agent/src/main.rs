@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use palisade::model::Protocol;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -18,6 +19,36 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the node agent on the manifest-directory source.
+    Agent(AgentArgs),
+    /// Is a connection allowed, and which policies and rules decided it (offline, from manifests).
+    Explain {
+        #[arg(long)]
+        manifests: PathBuf,
+        /// `NAMESPACE/POD` or an IP.
+        #[arg(long)]
+        from: String,
+        /// `NAMESPACE/POD` or an IP (a Service ClusterIP is translated to its backends).
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "TCP", value_parser = parse_protocol)]
+        protocol: Protocol,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The reachability table over all pods with an IP, in upstream's format (offline).
+    Matrix {
+        #[arg(long)]
+        manifests: PathBuf,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "TCP", value_parser = parse_protocol)]
+        protocol: Protocol,
+        #[arg(long)]
+        json: bool,
+    },
     /// Load the programs and print what loaded (a smoke check of the kernel and the object).
     Check {
         /// A bpffs mount to pin under; without it a private bpffs is mounted and removed.
@@ -31,12 +62,89 @@ enum Command {
     },
 }
 
+#[derive(Debug, clap::Args)]
+struct AgentArgs {
+    /// This node's name (pods' `spec.nodeName`).
+    #[arg(long)]
+    node: String,
+    /// The manifest directory (watched).
+    #[arg(long)]
+    manifests: PathBuf,
+    /// The directory of endpoint reports written by the CNI plugin (watched).
+    #[arg(long)]
+    endpoints: PathBuf,
+    /// A bpffs mount (mounted here if it is not one yet).
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    bpffs: PathBuf,
+    /// Where to write the status JSON after each sync.
+    #[arg(long)]
+    status: Option<PathBuf>,
+    /// The node's uplink interface, for Service traffic leaving the node.
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Police traffic between pods and their own node like any other traffic.
+    #[arg(long)]
+    no_allow_node_traffic: bool,
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    Protocol::parse(&s.to_ascii_uppercase())
+        .ok_or_else(|| format!("unknown protocol {s:?} (TCP, UDP or SCTP)"))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Agent(a) => {
+            let settings = palisade::daemon::Settings {
+                node: a.node,
+                manifests: a.manifests,
+                endpoints: a.endpoints,
+                bpffs: a.bpffs,
+                status: a.status,
+                uplink: a.uplink,
+                allow_node_traffic: !a.no_allow_node_traffic,
+                poll: std::time::Duration::from_millis(50),
+            };
+            palisade::daemon::run(&settings).context("agent")
+        }
+        Command::Explain {
+            manifests,
+            from,
+            to,
+            port,
+            protocol,
+            json,
+        } => {
+            let args = palisade::cli::ExplainArgs {
+                manifests,
+                from,
+                to,
+                port,
+                protocol,
+                json,
+            };
+            palisade::cli::explain(&args, &mut std::io::stdout(), &mut std::io::stderr())
+                .context("explain")
+        }
+        Command::Matrix {
+            manifests,
+            port,
+            protocol,
+            json,
+        } => {
+            let args = palisade::cli::MatrixArgs {
+                manifests,
+                port,
+                protocol,
+                json,
+            };
+            palisade::cli::matrix(&args, &mut std::io::stdout(), &mut std::io::stderr())
+                .context("matrix")
+        }
         Command::Check { bpffs } => check(bpffs),
         Command::Uninstall { bpffs } => {
             let dp = palisade::dataplane::Dataplane::load(&bpffs).context("loading dataplane")?;

@@ -16,6 +16,7 @@
 //! See docs/test-nodes.md for the topology and how each part emulates a real node.
 
 pub mod addr;
+pub mod agent;
 pub mod cluster;
 pub mod cni;
 pub mod exec;

@@ -12,6 +12,13 @@ pub fn run() -> anyhow::Result<()> {
         bail!("cargo xtask demo needs root: it creates network namespaces and loads eBPF programs");
     }
     std::env::set_current_dir(cmd::workspace_root())?;
-    cmd::run(Command::new("cargo").args(["build", "--release", "-p", "palisade", "-p", "palisade-tests"]))?;
+    cmd::run(Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "palisade",
+        "-p",
+        "palisade-tests",
+    ]))?;
     cmd::run(Command::new("target/release/palisade").arg("demo"))
 }

@@ -62,7 +62,9 @@ fn nightly_llvm_major() -> anyhow::Result<u32> {
         .find_map(|l| l.strip_prefix("LLVM version: "))
         .context("rustc +nightly -vV printed no LLVM version")?;
     let major = line.split('.').next().unwrap_or_default();
-    major.parse().with_context(|| format!("unexpected LLVM version {line:?}"))
+    major
+        .parse()
+        .with_context(|| format!("unexpected LLVM version {line:?}"))
 }
 
 fn installed(pkg: &str) -> bool {
@@ -125,14 +127,22 @@ fn rust_src() -> anyhow::Result<usize> {
         return Ok(0);
     }
     println!("setup: rustup component add rust-src --toolchain nightly");
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    cmd::run(Command::new("rustup").args([
+        "component",
+        "add",
+        "rust-src",
+        "--toolchain",
+        "nightly",
+    ]))?;
     Ok(1)
 }
 
 fn cargo_home() -> PathBuf {
-    std::env::var_os("CARGO_HOME").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
-    })
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cargo")
+        })
 }
 
 /// A stamp beside the binary records which LLVM it was built against.
@@ -148,16 +158,32 @@ fn bpf_linker(major: u32) -> anyhow::Result<usize> {
     }
     let debian_llvm = PathBuf::from(format!("/usr/lib/llvm-{major}"));
     let mut install = Command::new("cargo");
-    install.args(["install", "bpf-linker", "--version", BPF_LINKER_VERSION, "--locked", "--force"]);
-    install.args(["--no-default-features", "--features", &format!("llvm-{major}")]);
+    install.args([
+        "install",
+        "bpf-linker",
+        "--version",
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--force",
+    ]);
+    install.args([
+        "--no-default-features",
+        "--features",
+        &format!("llvm-{major}"),
+    ]);
     if debian_llvm.join("bin/llvm-config").exists() {
         let path = std::env::var("PATH").unwrap_or_default();
-        install.env("PATH", format!("{}:{path}", debian_llvm.join("bin").display()));
+        install.env(
+            "PATH",
+            format!("{}:{path}", debian_llvm.join("bin").display()),
+        );
         println!("setup: building bpf-linker {BPF_LINKER_VERSION} against Debian's LLVM {major}");
     } else {
         let prefix = nightly_llvm_prefix(major)?;
         install.env("LLVM_PREFIX", &prefix);
-        println!("setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's libLLVM {major}");
+        println!(
+            "setup: building bpf-linker {BPF_LINKER_VERSION} against the nightly's libLLVM {major}"
+        );
     }
     cmd::run(&mut install)?;
     std::fs::write(&stamp, want).with_context(|| format!("writing {}", stamp.display()))?;
@@ -172,17 +198,24 @@ fn nightly_llvm_prefix(major: u32) -> anyhow::Result<PathBuf> {
         .filter_map(Result::ok)
         .map(|e| e.path())
         .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{major}")) || n.starts_with(&format!("libLLVM-{major}")))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("libLLVM.so.{major}"))
+                    || n.starts_with(&format!("libLLVM-{major}"))
+            })
         })
         .with_context(|| {
-            format!("no LLVM {major} found: neither Debian's llvm-{major}-dev nor a libLLVM in {}", lib.display())
+            format!(
+                "no LLVM {major} found: neither Debian's llvm-{major}-dev nor a libLLVM in {}",
+                lib.display()
+            )
         })?;
     let prefix = std::env::temp_dir().join(format!("palisade-llvm-{major}"));
     let dir = prefix.join("lib");
     std::fs::create_dir_all(&dir)?;
-    for name in ["libLLVM.so".into(), so.file_name().map(|n| n.to_os_string()).unwrap_or_default()] {
+    for name in [
+        "libLLVM.so".into(),
+        so.file_name().map(|n| n.to_os_string()).unwrap_or_default(),
+    ] {
         let link = dir.join(name);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&so, &link)?;

@@ -32,7 +32,14 @@ pub fn run() -> anyhow::Result<()> {
     println!("xtask test: cargo fmt --check");
     cmd::run(Command::new("cargo").args(["fmt", "--all", "--check"]))?;
     println!("xtask test: cargo clippy --all-targets");
-    cmd::run(Command::new("cargo").args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    cmd::run(Command::new("cargo").args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
     println!("xtask test: cargo test --workspace");
     let host = cargo_test(&[])?;
     let privileged = if cmd::is_root() {
@@ -88,8 +95,14 @@ fn tally_line(line: &str, tally: &mut Tally) {
     if let Some(rest) = line.strip_prefix("test result: ") {
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(kind), Some(n)) = (words.next(), words.next()) else { continue };
-            let n: u64 = n.trim_start_matches("ok.").trim_start_matches("FAILED.").parse().unwrap_or(0);
+            let (Some(kind), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let n: u64 = n
+                .trim_start_matches("ok.")
+                .trim_start_matches("FAILED.")
+                .parse()
+                .unwrap_or(0);
             match kind {
                 "passed" => tally.passed += n,
                 "failed" => tally.failed += n,
@@ -97,10 +110,15 @@ fn tally_line(line: &str, tally: &mut Tally) {
                 _ => {}
             }
         }
-    } else if let Some(name) = line.strip_prefix("test ").and_then(|l| l.strip_suffix(" ... ignored")) {
+    } else if let Some(name) = line
+        .strip_prefix("test ")
+        .and_then(|l| l.strip_suffix(" ... ignored"))
+    {
         tally.ignored_names.push(name.to_owned());
     } else if line.starts_with("test ") && line.contains(" ... ignored, ") {
-        tally.ignored_names.push(line.trim_start_matches("test ").to_owned());
+        tally
+            .ignored_names
+            .push(line.trim_start_matches("test ").to_owned());
     }
 }
 
@@ -112,9 +130,15 @@ mod tests {
     fn tallies_cargo_result_lines() {
         let mut t = Tally::default();
         tally_line("test result: ok. 18 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.27s", &mut t);
-        tally_line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out", &mut t);
+        tally_line(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out",
+            &mut t,
+        );
         tally_line("test foo::bar ... ignored, privileged: needs root", &mut t);
         assert_eq!((t.passed, t.failed, t.ignored), (21, 1, 2));
-        assert_eq!(t.ignored_names, vec!["foo::bar ... ignored, privileged: needs root".to_owned()]);
+        assert_eq!(
+            t.ignored_names,
+            vec!["foo::bar ... ignored, privileged: needs root".to_owned()]
+        );
     }
 }

@@ -7,8 +7,8 @@ mod loader;
 mod maps;
 mod testrun;
 
-pub use attach::{AttachMode, Hook};
-pub use bpffs::PrivateBpffs;
+pub use attach::{ifindex, AttachMode, Hook};
+pub use bpffs::{is_bpffs, mount as mount_bpffs, PrivateBpffs};
 pub use loader::{Dataplane, OBJECT_EMBEDDED};
 pub use maps::{identity_key, policy_key, PortBlock};
 pub use testrun::TestRunOutcome;
