@@ -19,6 +19,7 @@ pub mod addr;
 pub mod agent;
 pub mod cluster;
 pub mod cni;
+pub mod conformance;
 pub mod exec;
 pub mod names;
 pub mod netns;
