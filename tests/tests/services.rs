@@ -29,6 +29,7 @@ fn answers(
 }
 
 #[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
 fn endpoints_balance_and_follow_pod_removal() {
     require_root!();
     let cl = common::cluster(Family::Ipv4, CniMode::Bridge);
@@ -89,6 +90,7 @@ fn masquerade_packets(cl: &TestCluster, fam: &str) -> u64 {
 }
 
 #[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
 fn hairpin_is_masqueraded_in_both_modes() {
     require_root!();
     for mode in [CniMode::Bridge, CniMode::Ptp] {
@@ -113,6 +115,7 @@ fn hairpin_is_masqueraded_in_both_modes() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
 fn node_view_matches_pods() {
     require_root!();
     let cl = common::cluster(Family::Ipv4, CniMode::Ptp);
@@ -139,6 +142,7 @@ fn node_view_matches_pods() {
 }
 
 #[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
 fn chained_plugin_gets_prev_result() {
     require_root!();
     let cl = TestCluster::builder()

@@ -159,14 +159,9 @@ impl Env {
             .collect()
     }
 
-    /// Brings pods, Services and files to `world`; policies get their templates filled in
-    /// from `template_family`'s pod IPs. Deleted pods leave the files before the cluster;
-    /// new pods join the cluster before the files.
-    pub fn sync(
-        &mut self,
-        world: &World,
-        template_family: Option<IpFamily>,
-    ) -> Result<(), EnvError> {
+    /// Brings pods, Services and files to `world`. Deleted pods leave the files before the
+    /// cluster; new pods join the cluster before the files.
+    pub fn sync(&mut self, world: &World) -> Result<(), EnvError> {
         let doomed: Vec<String> = self
             .live
             .iter()
@@ -180,7 +175,7 @@ impl Env {
             .collect();
         if !doomed.is_empty() {
             let gone: Vec<Live> = doomed.iter().filter_map(|k| self.live.remove(k)).collect();
-            self.write_files(world, template_family)?;
+            self.write_files(world)?;
             for l in gone {
                 self.cluster
                     .remove_service(l.pod.namespace(), &l.service.name)?;
@@ -188,7 +183,7 @@ impl Env {
             }
         }
         self.create_missing(world)?;
-        self.write_files(world, template_family)
+        self.write_files(world)
     }
 
     /// Creates the world's pods that do not exist yet, each node's in parallel.
@@ -219,16 +214,11 @@ impl Env {
     }
 
     /// Writes manifests, then endpoint files, then `.revision`, for the pods that exist.
-    fn write_files(
-        &mut self,
-        world: &World,
-        template_family: Option<IpFamily>,
-    ) -> Result<(), EnvError> {
+    fn write_files(&mut self, world: &World) -> Result<(), EnvError> {
         let mut present = world.clone();
         present.pods.retain(|k, _| self.live.contains_key(k));
         let runtime = self.runtime();
-        let ips = template_family.map(|f| self.pod_ips(f));
-        let files = manifests::render(&present, &runtime, ips.as_ref())?;
+        let files = manifests::render(&present, &runtime)?;
         let mut changed = self.manifests.sync(&files)?;
         for (idx, writer) in self.endpoints.iter_mut().enumerate() {
             let files = manifests::render_endpoints(&present, &runtime, &node_name(idx));

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
-use super::template::{self, PodIps, TemplateError};
 use super::world::{PodState, World};
 
 /// Rendering or writing the files failed.
@@ -17,13 +16,6 @@ use super::world::{PodState, World};
 pub enum ManifestError {
     #[error("pod {0} is in the case but was not created")]
     NoRuntime(String),
-    #[error("policy {namespace}/{name}: {source}")]
-    Template {
-        namespace: String,
-        name: String,
-        #[source]
-        source: Box<TemplateError>,
-    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -59,13 +51,9 @@ pub fn service_name(pod: &PodState) -> String {
     format!("s-{}-{}", pod.namespace, pod.name)
 }
 
-/// Every manifest file (name → object) for the world. Policies get their templates filled in
-/// from `template_ips` (the family being probed); without it they are written as given.
-pub fn render(
-    world: &World,
-    runtime: &Runtime,
-    template_ips: Option<&PodIps>,
-) -> Result<BTreeMap<String, Value>, ManifestError> {
+/// Every manifest file (name → object) for the world. Policies are written as the world holds
+/// them (templates were filled in when the policy was created or updated).
+pub fn render(world: &World, runtime: &Runtime) -> Result<BTreeMap<String, Value>, ManifestError> {
     let mut files = BTreeMap::new();
     for (name, labels) in &world.namespaces {
         let ns = json!({"apiVersion": "v1", "kind": "Namespace",
@@ -81,19 +69,9 @@ pub fn render(
         files.insert(format!("service_{file}"), service_manifest(pod, rt));
     }
     for ((ns, name), policy) in &world.policies {
-        let filled = match template_ips {
-            Some(ips) => {
-                template::fill_value(policy, ips).map_err(|source| ManifestError::Template {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                    source: Box::new(source),
-                })?
-            }
-            None => policy.clone(),
-        };
         files.insert(
             format!("policy_{ns}_{name}.json"),
-            policy_manifest(ns, filled),
+            policy_manifest(ns, policy.clone()),
         );
     }
     Ok(files)

@@ -17,7 +17,7 @@ use super::case::{Action, Case};
 use super::env::{Env, EnvError};
 use super::report::{self, CaseReport, ProbeReport, Status, Target};
 use super::step::{self, StepCtx, StepError};
-use super::template;
+use super::template::{self, TemplateError};
 use super::world::{World, WorldError};
 use crate::addr::{Family, IpFamily};
 
@@ -42,6 +42,12 @@ pub enum RunError {
         step: u32,
         #[source]
         source: StepError,
+    },
+    #[error("step {step}: filling in templates: {source}")]
+    Fill {
+        step: u32,
+        #[source]
+        source: Box<TemplateError>,
     },
     #[error("the environment could not be built {0} times in a row; not trying again")]
     GaveUp(u32),
@@ -200,7 +206,7 @@ impl<'a> Runner<'a> {
         let targets = self.opts.targets.clone();
         let interrupted = self.interrupted;
         let env = self.env()?;
-        env.sync(&world, pass.template)?;
+        env.sync(&world)?;
         for step in &case.steps {
             if interrupted.load(Ordering::Relaxed) {
                 return Err(RunError::Interrupted);
@@ -228,8 +234,14 @@ impl<'a> Runner<'a> {
                     out.extend(reports);
                 }
                 other => {
-                    world.apply(other).map_err(world_err)?;
-                    env.sync(&world, pass.template)?;
+                    let action = fill_templates(env, other, pass.template).map_err(|source| {
+                        RunError::Fill {
+                            step: step.step,
+                            source: Box::new(source),
+                        }
+                    })?;
+                    world.apply(&action).map_err(world_err)?;
+                    env.sync(&world)?;
                 }
             }
         }
@@ -252,6 +264,30 @@ impl<'a> Runner<'a> {
             }
         }
     }
+}
+
+/// A policy action with its templates filled in from `family`'s pod IPs as they are now
+/// (upstream builds the CIDR when it creates the policy); other actions unchanged.
+fn fill_templates(
+    env: &Env,
+    action: &Action,
+    family: Option<IpFamily>,
+) -> Result<Action, TemplateError> {
+    let fill = |policy: &Value| match family {
+        Some(f) => template::fill_value(policy, &env.pod_ips(f)),
+        None => Ok(policy.clone()),
+    };
+    Ok(match action {
+        Action::CreatePolicy { namespace, policy } => Action::CreatePolicy {
+            namespace: namespace.clone(),
+            policy: fill(policy)?,
+        },
+        Action::UpdatePolicy { namespace, policy } => Action::UpdatePolicy {
+            namespace: namespace.clone(),
+            policy: fill(policy)?,
+        },
+        other => other.clone(),
+    })
 }
 
 fn case_reason(probes: &[ProbeReport]) -> String {

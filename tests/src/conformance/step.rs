@@ -168,7 +168,10 @@ fn probe_report(env: &Env, ctx: &StepCtx<'_>, plan: &Plan, m: Measured) -> Probe
     ProbeReport {
         step: ctx.step,
         protocol: ctx.probe.protocol.to_string(),
-        port: ctx.probe.port,
+        port: ctx.probe.port.or_else(|| {
+            let to = &plan.expected.cells.first()?.to;
+            port_of(ctx.probe, ctx.world, to)
+        }),
         family: plan.family,
         target: plan.target,
         status: if passed {

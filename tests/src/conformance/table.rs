@@ -175,7 +175,7 @@ pub fn side_by_side(
     let c = block("comparison", &|k| comparison.get(k).copied().unwrap_or('?'));
     let mut out = String::new();
     for ((a, b), c) in e.iter().zip(&o).zip(&c) {
-        let _ = writeln!(out, "{a} | {b} | {c}");
+        let _ = writeln!(out, "{}", format!("{a} | {b} | {c}").trim_end());
     }
     out
 }
