@@ -1,7 +1,7 @@
 //! Rules against identities: which identities a rule's peers match, the entries a rule
 //! contributes, and the allow table of one endpoint direction.
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use super::identity::IdentityState;
 use super::output::{
@@ -260,26 +260,30 @@ fn egress_named(
 /// isolates it ("Isolated directions allow only the union of matching rules"). Rules are given in
 /// [`RuleRef`] order, so a key shared by several rules names the smallest.
 pub(super) fn build_table(rules: &[&RuleState], endpoint_ports: &[ContainerPort]) -> AllowTable {
-    let mut entries = BTreeMap::new();
+    // Collect, sort (stable: rule order breaks ties), keep the first of each key, then bulk-build
+    // the map: much cheaper than one BTreeMap insert per entry for large tables.
+    let mut all: Vec<(AllowEntry, EntryValue)> = Vec::new();
     for rule in rules {
         let value = rule.value();
-        for entry in &rule.entries {
-            entries.entry(*entry).or_insert(value);
-        }
+        all.extend(rule.entries.iter().map(|e| (*e, value)));
         for (protocol, name) in &rule.ingress_named {
             for port in resolve_named(endpoint_ports, *protocol, name) {
-                for peer in &rule.peers {
+                all.extend(rule.peers.iter().map(|peer| {
                     let entry = AllowEntry {
                         peer: *peer,
                         protocol: Some(*protocol),
                         ports: Some(PortPrefix::single(port)),
                     };
-                    entries.entry(entry).or_insert(value);
-                }
+                    (entry, value)
+                }));
             }
         }
     }
-    AllowTable { entries }
+    all.sort_by_key(|(entry, _)| *entry);
+    all.dedup_by_key(|(entry, _)| *entry);
+    AllowTable {
+        entries: all.into_iter().collect(),
+    }
 }
 
 /// Whether any rule needs the endpoint's own ports (ingress named ports).
