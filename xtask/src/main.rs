@@ -1,7 +1,8 @@
-//! Developer and CI entry points: `cargo xtask setup|test|demo`. xtask runs and tests; it never
+//! Developer and CI entry points: `cargo xtask setup|test|demo|conformance`. xtask runs and tests; it never
 //! builds the eBPF object itself (agent/build.rs does, through aya-build).
 
 mod cmd;
+mod conformance;
 mod demo;
 mod setup;
 mod test;
@@ -23,6 +24,8 @@ enum Command {
     Test,
     /// Show real enforcement between network namespaces.
     Demo,
+    /// Run NetworkPolicy conformance case files through test nodes and the real agent (root).
+    Conformance(conformance::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,5 +33,6 @@ fn main() -> anyhow::Result<()> {
         Command::Setup => setup::run().map(|_| ()),
         Command::Test => test::run(),
         Command::Demo => demo::run(),
+        Command::Conformance(args) => conformance::run(&args),
     }
 }
