@@ -20,5 +20,5 @@ pub fn run() -> anyhow::Result<()> {
         "-p",
         "palisade-tests",
     ]))?;
-    cmd::run(Command::new("target/release/palisade").arg("demo"))
+    cmd::run(&mut Command::new("target/release/demo"))
 }
