@@ -95,47 +95,49 @@ pub(super) fn rule_matches(rule: &ParsedRule, key: &IdentityKey, model: &Model) 
     }
 }
 
-/// All identities a tracked rule matches, looking only at candidates.
+/// All identities a tracked rule matches. Selector peers look only at the pod identities of
+/// the namespaces they can match (each namespace's labels evaluated once); ipBlock peers only at
+/// identities with a CIDR class.
 pub(super) fn match_all(
     rule: &ParsedRule,
     ids: &IdentityState,
     table: &IdentityTable,
     model: &Model,
 ) -> BTreeSet<u32> {
-    let mut candidates = BTreeSet::new();
-    match &rule.peers {
-        Peers::Any => candidates.extend(ids.by_namespace.values().flatten()),
-        Peers::List(list) => {
-            for peer in list {
-                match peer {
-                    ParsedPeer::Select {
-                        namespace: NamespaceMatch::Own(ns),
-                        ..
-                    } => candidates.extend(ids.by_namespace.get(ns).into_iter().flatten()),
-                    ParsedPeer::Select {
-                        namespace: NamespaceMatch::Selector(sel),
-                        ..
-                    } => {
-                        for (ns, set) in &ids.by_namespace {
-                            if sel.matches(&namespace_labels(model, ns)) {
-                                candidates.extend(set);
-                            }
-                        }
+    let key = |id: &u32| table.identities.get(id).map(|info| &info.key);
+    let list = match &rule.peers {
+        Peers::Any => return ids.by_namespace.values().flatten().copied().collect(),
+        Peers::List(list) => list,
+    };
+    let mut matched = BTreeSet::new();
+    for peer in list {
+        match peer {
+            ParsedPeer::Select { namespace, pods } => {
+                let namespaces = ids.by_namespace.iter().filter(|(ns, _)| match namespace {
+                    NamespaceMatch::Own(own) => own == *ns,
+                    NamespaceMatch::Selector(sel) => sel.matches(&namespace_labels(model, ns)),
+                });
+                for id in namespaces.flat_map(|(_, set)| set) {
+                    let labels_ok = match (pods, key(id)) {
+                        (None, _) => true,
+                        (Some(sel), Some(IdentityKey::Pods { labels, .. })) => sel.matches(labels),
+                        (Some(_), _) => false,
+                    };
+                    if labels_ok {
+                        matched.insert(*id);
                     }
-                    ParsedPeer::Block { .. } => candidates.extend(&ids.classed),
                 }
+            }
+            ParsedPeer::Block { .. } => {
+                let hits = ids
+                    .classed
+                    .iter()
+                    .filter(|id| key(id).is_some_and(|k| peer_matches(peer, k, model)));
+                matched.extend(hits);
             }
         }
     }
-    candidates
-        .into_iter()
-        .filter(|id| {
-            table
-                .identities
-                .get(id)
-                .is_some_and(|info| rule_matches(rule, &info.key, model))
-        })
-        .collect()
+    matched
 }
 
 /// "Port ranges become prefix blocks": the minimal list of aligned blocks covering start..=end.
