@@ -63,6 +63,9 @@ pub enum CtState {
     Closing = 3,
     /// TCP RST or both FINs: the flow lingers briefly for retransmissions.
     Closed = 4,
+    /// Cut by a policy change: every packet of the flow is dropped until policy allows it again.
+    /// Kept (not deleted) so that a later packet cannot be picked up as a mid-stream flow.
+    Revoked = 5,
 }
 
 impl CtState {
@@ -72,6 +75,7 @@ impl CtState {
             2 => Self::Established,
             3 => Self::Closing,
             4 => Self::Closed,
+            5 => Self::Revoked,
             _ => Self::New,
         }
     }
@@ -108,6 +112,7 @@ pub const fn timeout_ns(protocol: u8, state: CtState) -> u64 {
         (proto::TCP | proto::SCTP, CtState::Opening) => 60 * SEC,
         (proto::TCP | proto::SCTP, CtState::Closing) => 120 * SEC,
         (proto::TCP | proto::SCTP, CtState::Closed) => 10 * SEC,
+        (_, CtState::Revoked) => 3600 * SEC,
         (proto::UDP, CtState::Established) => 180 * SEC,
         (proto::UDP, _) => 30 * SEC,
         (_, _) => 30 * SEC,
@@ -129,6 +134,9 @@ pub const fn tcp_opens(flags: u8) -> bool {
 /// travels against the opening direction.
 #[inline(always)]
 pub const fn tcp_next(state: CtState, flags: u8, reply: bool) -> CtState {
+    if matches!(state, CtState::Revoked) {
+        return CtState::Revoked;
+    }
     if flags & TCP_RST != 0 {
         return CtState::Closed;
     }
@@ -166,6 +174,7 @@ pub const fn tcp_next(state: CtState, flags: u8, reply: bool) -> CtState {
                 CtState::Closed
             }
         }
+        CtState::Revoked => CtState::Revoked,
     }
 }
 
@@ -173,6 +182,7 @@ pub const fn tcp_next(state: CtState, flags: u8, reply: bool) -> CtState {
 #[inline(always)]
 pub const fn datagram_next(state: CtState, reply: bool) -> CtState {
     match (state, reply) {
+        (CtState::Revoked, _) => CtState::Revoked,
         (CtState::Established, _) | (_, true) => CtState::Established,
         _ => CtState::Opening,
     }
@@ -215,6 +225,13 @@ mod tests {
     fn closed_flow_reopens_on_new_syn() {
         assert_eq!(tcp_next(CtState::Closed, TCP_SYN, false), CtState::Opening);
         assert_eq!(tcp_next(CtState::Closed, TCP_ACK, false), CtState::Closed);
+    }
+
+    #[test]
+    fn revoked_stays_revoked() {
+        assert_eq!(tcp_next(CtState::Revoked, TCP_SYN, false), CtState::Revoked);
+        assert_eq!(tcp_next(CtState::Revoked, TCP_RST, true), CtState::Revoked);
+        assert_eq!(datagram_next(CtState::Revoked, true), CtState::Revoked);
     }
 
     #[test]

@@ -91,7 +91,7 @@ fn scratch() -> Option<&'static mut Scratch> {
 pub fn endpoint(ctx: &TcContext, dir: Direction) -> i32 {
     let ifindex = context::ifindex(ctx);
     // SAFETY: the value is copied out at once.
-    let Some(ep) = (unsafe { ENDPOINTS.get(&ifindex) }).copied() else {
+    let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }).copied() else {
         // Not (or no longer) a managed endpoint: the agent attaches only after writing the record.
         return TC_ACT_OK;
     };
@@ -138,7 +138,11 @@ fn ip(ctx: &TcContext, ifindex: u32, ep: &Endpoint, dir: Direction, s: &mut Scra
     let check = tracked_or_new(ctx, ifindex, ep, dir, s);
     if let (Fragment::First { id }, true) = (s.p.fragment, check.allowed()) {
         fragment_key(ifindex, &s.p, id, &mut s.fwd);
-        let _ = FRAGMENTS.insert(&s.fwd, &1, 0);
+        #[expect(
+            clippy::needless_borrows_for_generic_args,
+            reason = "the key lives in per-CPU scratch memory; by value it would be copied onto the BPF stack"
+        )]
+        let _ = FRAGMENTS.insert(&s.fwd, 1, 0);
     }
     check
 }
@@ -203,7 +207,6 @@ fn tracked_or_new(
         if unsafe { (*v).flags } & CT_FLAG_DEFERRED != 0 {
             defer(ctx, ep);
         } else if let Some(revoked) = recheck(v, ep, dir, dir, p, p.tuple.dport) {
-            ct::remove(&s.fwd);
             return revoked;
         }
         ct::touch(v, p.tuple.protocol, p.tcp_flags, false);
@@ -213,7 +216,6 @@ fn tracked_or_new(
         // SAFETY: pointer from a map lookup.
         if unsafe { (*v).flags } & CT_FLAG_DEFERRED == 0 {
             if let Some(revoked) = recheck(v, ep, dir, opposite(dir), p, p.tuple.sport) {
-                ct::remove(&s.rev);
                 return revoked;
             }
         }
@@ -223,9 +225,11 @@ fn tracked_or_new(
     new_flow(ctx, ep, dir, s)
 }
 
-/// On a policy change (generation mismatch), checks the flow's opening direction again.
-/// Returns the drop to apply when the flow is no longer allowed. `dir` is this packet's direction;
-/// the peer is the other side of the flow whichever way the packet travels.
+/// Keeps a flow's verdict current. On a policy change (generation mismatch) it checks the flow's
+/// opening direction again: a flow the new policy denies becomes a `Revoked` tombstone (every
+/// packet dropped, nothing picked up mid-stream), one it allows again comes back. Returns the drop
+/// to apply. `dir` is this packet's direction; the peer is the other side of the flow whichever
+/// way the packet travels.
 #[inline(always)]
 fn recheck(
     v: *mut CtValue,
@@ -235,24 +239,29 @@ fn recheck(
     p: &Parsed,
     port: u16,
 ) -> Option<Check> {
-    // SAFETY: pointer from a map lookup.
-    if unsafe { (*v).generation } == ep.generation {
-        return None;
+    // SAFETY: pointer from a map lookup; racing writers only ever store whole fields.
+    let (generation, state) = unsafe { ((*v).generation, CtState::from_u8((*v).state)) };
+    let revoked = matches!(state, CtState::Revoked);
+    if generation == ep.generation {
+        return revoked.then_some(drop(DropReason::Revoked));
     }
     let peer = lookup::identity_of(peer_addr(p, dir));
     let c = lookup::check(ep, open_dir, peer, p.tuple.protocol, port);
-    if !c.allowed() {
-        return Some(Check {
-            peer_identity: peer,
-            ..drop(DropReason::Revoked)
-        });
-    }
     // SAFETY: as above.
     unsafe {
         (*v).generation = ep.generation;
         (*v).rule_id = c.rule_id;
+        if !c.allowed() {
+            (*v).state = CtState::Revoked as u8;
+            (*v).last_seen_ns = ct::now();
+        } else if revoked {
+            (*v).state = CtState::Established as u8;
+        }
     }
-    None
+    (!c.allowed()).then_some(Check {
+        peer_identity: peer,
+        ..drop(DropReason::Revoked)
+    })
 }
 
 #[inline(always)]
@@ -315,7 +324,7 @@ fn is_service(p: &Parsed) -> bool {
         protocol: p.tuple.protocol,
         _pad: 0,
     };
-    SERVICES.get_ptr(&key).is_some()
+    SERVICES.get_ptr(key).is_some()
 }
 
 /// Marks a packet so that the hook that sees its translated destination decides its egress.
@@ -332,9 +341,9 @@ fn take_source_endpoint(ctx: &TcContext) -> Option<(u32, Endpoint)> {
     let slot = (context::mark(ctx) & 0x0fff_0000) >> MARK_SLOT_SHIFT;
     context::set_mark_masked(ctx, MARK_MASK, 0);
     // SAFETY: values are copied out at once.
-    let src_ifindex = unsafe { *SLOTS.get_ptr(&slot)? };
+    let src_ifindex = unsafe { *SLOTS.get_ptr(slot)? };
     // SAFETY: as above.
-    let ep = (unsafe { ENDPOINTS.get(&src_ifindex) }).copied()?;
+    let ep = (unsafe { ENDPOINTS.get(src_ifindex) }).copied()?;
     Some((src_ifindex, ep))
 }
 

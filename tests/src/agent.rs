@@ -142,24 +142,29 @@ impl AgentProcess {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
-        let uplink = cluster.node(node).uplink();
-        let mut cmd = cluster.node_command(node, agent_bin)?;
-        cmd.arg("agent")
-            .args(["--node", &node_name(node)])
-            .arg("--manifests")
-            .arg(manifests.dir())
-            .arg("--endpoints")
-            .arg(root.join("endpoints"))
-            .arg("--bpffs")
-            .arg(root.join("bpffs"))
-            .arg("--status")
-            .arg(root.join("status.json"))
-            .args(["--uplink", uplink])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(root.join("agent.log")).map_err(io(&root))?);
-        let child = cmd.spawn().map_err(io(agent_bin))?;
+        let child = spawn(cluster, node, agent_bin, manifests, &root)?;
         Ok(Self { node, child, root })
+    }
+
+    /// Stops the agent with `signal` (SIGKILL: a crash; SIGTERM: a graceful stop) and reaps it.
+    /// Its pins, endpoint reports and status stay, as on a real node.
+    pub fn stop(&mut self, signal: libc::c_int) -> Result<(), AgentError> {
+        // SAFETY: signalling the child we spawned, by its PID.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        self.child.wait().map_err(io(&self.root))?;
+        Ok(())
+    }
+
+    /// Starts a new agent process in place of a stopped one (same directories and bpffs).
+    pub fn restart(
+        &mut self,
+        cluster: &TestCluster,
+        agent_bin: &Path,
+        manifests: &Manifests,
+    ) -> Result<(), AgentError> {
+        let _ = std::fs::remove_file(self.root.join("status.json"));
+        self.child = spawn(cluster, self.node, agent_bin, manifests, &self.root)?;
+        Ok(())
     }
 
     /// Reports `pod` as an endpoint of this node, as the CNI plugin does on ADD.
@@ -249,6 +254,37 @@ impl Drop for AgentProcess {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+fn spawn(
+    cluster: &TestCluster,
+    node: usize,
+    agent_bin: &Path,
+    manifests: &Manifests,
+    root: &Path,
+) -> Result<Child, AgentError> {
+    let uplink = cluster.node(node).uplink();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("agent.log"))
+        .map_err(io(root))?;
+    let mut cmd = cluster.node_command(node, agent_bin)?;
+    cmd.arg("agent")
+        .args(["--node", &node_name(node)])
+        .arg("--manifests")
+        .arg(manifests.dir())
+        .arg("--endpoints")
+        .arg(root.join("endpoints"))
+        .arg("--bpffs")
+        .arg(root.join("bpffs"))
+        .arg("--status")
+        .arg(root.join("status.json"))
+        .args(["--uplink", uplink])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd.spawn().map_err(io(agent_bin))
 }
 
 /// The node name agents and pod manifests use for node `idx`.

@@ -1,8 +1,9 @@
 //! `cargo xtask test`: every test the project has, after `setup`.
 //!
-//! 1. `cargo fmt --check` and `cargo clippy --all-targets -D warnings`;
+//! 1. `cargo fmt --check`, `cargo clippy --all-targets -D warnings` (host crates, and the eBPF
+//!    crate for its own target);
 //! 2. `cargo test --workspace` (unit and host tests; privileged tests are `#[ignore]`d there);
-//! 3. as root, `cargo test --workspace -- --ignored`: the privileged tests (BPF_PROG_TEST_RUN,
+//! 3. as root, `cargo test --workspace --exclude palisade-ebpf -- --ignored`: the privileged tests (BPF_PROG_TEST_RUN,
 //!    network namespaces, real traffic). Not root: they are listed as not run.
 //!
 //! Ends with one line `xtask test: N passed, N failed, N skipped`.
@@ -35,7 +36,22 @@ pub fn run() -> anyhow::Result<()> {
     cmd::run(Command::new("cargo").args([
         "clippy",
         "--workspace",
+        "--exclude",
+        "palisade-ebpf",
         "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    println!("xtask test: cargo clippy on the eBPF crate (bpfel-unknown-none)");
+    cmd::run(Command::new("cargo").current_dir(root.join("ebpf")).args([
+        "+nightly",
+        "clippy",
+        "--release",
+        "--target",
+        "bpfel-unknown-none",
+        "-Z",
+        "build-std=core",
         "--",
         "-D",
         "warnings",
@@ -43,7 +59,7 @@ pub fn run() -> anyhow::Result<()> {
     println!("xtask test: cargo test --workspace");
     let host = cargo_test(&[])?;
     let privileged = if cmd::is_root() {
-        println!("xtask test: privileged tests (root): cargo test --workspace -- --ignored");
+        println!("xtask test: privileged tests (root): cargo test --workspace --exclude palisade-ebpf -- --ignored");
         Some(cargo_test(&["--ignored"])?)
     } else {
         None
@@ -72,7 +88,14 @@ fn summarize(host: &Tally, privileged: Option<&Tally>) -> anyhow::Result<()> {
 /// Runs `cargo test --workspace -- <args>`, echoing its output and tallying the results.
 fn cargo_test(args: &[&str]) -> anyhow::Result<Tally> {
     let mut child = Command::new("cargo")
-        .args(["test", "--workspace", "--no-fail-fast", "--"])
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "palisade-ebpf",
+            "--no-fail-fast",
+            "--",
+        ])
         .args(args)
         .stdout(Stdio::piped())
         .spawn()

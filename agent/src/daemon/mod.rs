@@ -77,6 +77,13 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
         tracing::info!(uplink, ?mode, "uplink attached");
     }
     let mut agent = Agent::new(settings);
+    let adopted = agent.syncer.adopt(&mut dp)?;
+    if adopted > 0 {
+        tracing::info!(
+            endpoints = adopted,
+            "adopting the state of an earlier agent (nothing flushed)"
+        );
+    }
     while !STOP.load(Ordering::SeqCst) {
         agent.pass(&mut dp, settings)?;
         std::thread::sleep(settings.poll);

@@ -20,23 +20,26 @@ pub enum Hook {
     ToPod,
     /// tc egress of the node's uplink: deferred egress verdicts of Service traffic leaving the node.
     Uplink,
+    /// A classifier that does nothing, only ever test-run: the baseline of per-packet costs.
+    Baseline,
 }
 
 impl Hook {
-    pub const ALL: [Hook; 3] = [Hook::FromPod, Hook::ToPod, Hook::Uplink];
+    pub const ALL: [Hook; 4] = [Hook::FromPod, Hook::ToPod, Hook::Uplink, Hook::Baseline];
 
     pub const fn program_name(self) -> &'static str {
         match self {
             Hook::FromPod => "pal_from_pod",
             Hook::ToPod => "pal_to_pod",
             Hook::Uplink => "pal_uplink",
+            Hook::Baseline => "pal_baseline",
         }
     }
 
     const fn attach_type(self) -> TcAttachType {
         match self {
             Hook::FromPod => TcAttachType::Ingress,
-            Hook::ToPod | Hook::Uplink => TcAttachType::Egress,
+            Hook::ToPod | Hook::Uplink | Hook::Baseline => TcAttachType::Egress,
         }
     }
 
@@ -45,6 +48,7 @@ impl Hook {
             Hook::FromPod => "from-pod",
             Hook::ToPod => "to-pod",
             Hook::Uplink => "uplink",
+            Hook::Baseline => "baseline",
         }
     }
 }

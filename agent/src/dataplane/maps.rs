@@ -42,6 +42,11 @@ pub fn identity_key(net: IpNet) -> Key<IdentityKey> {
     Key::new(len, IdentityKey { addr })
 }
 
+/// An identity trie key for a full address in key form (for reading Service keys back).
+pub fn identity_key_raw(addr: [u8; 16]) -> Key<IdentityKey> {
+    Key::new(128, IdentityKey { addr })
+}
+
 /// The policy trie key of an entry: all protocols (`protocol` None), all ports of a protocol
 /// (`ports` None) or a port block.
 pub fn policy_key(
@@ -182,5 +187,75 @@ fn ignore_missing(r: Result<(), aya::maps::MapError>) -> Result<(), aya::maps::M
             Ok(())
         }
         other => other,
+    }
+}
+
+/// What the pinned maps held when this agent started (written by an earlier agent).
+#[derive(Default)]
+pub struct Existing {
+    pub endpoints: Vec<(u32, Endpoint)>,
+    pub policy_keys: Vec<Key<PolicyKey>>,
+    pub identities: Vec<(IpNet, u32)>,
+    pub services: Vec<ServiceKey>,
+}
+
+impl std::fmt::Debug for Existing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Existing")
+            .field("endpoints", &self.endpoints.len())
+            .field("policy_keys", &self.policy_keys.len())
+            .field("identities", &self.identities.len())
+            .field("services", &self.services.len())
+            .finish()
+    }
+}
+
+/// The prefix an identity trie key stands for.
+pub fn identity_net(key: &Key<IdentityKey>) -> Option<IpNet> {
+    let addr = key.data().addr;
+    let len = key.prefix_len();
+    if addr[..12] == palisade_common::v4_mapped([0; 4])[..12] && len >= 96 {
+        let v4 = std::net::Ipv4Addr::new(addr[12], addr[13], addr[14], addr[15]);
+        IpNet::new(IpAddr::V4(v4), u8::try_from(len - 96).ok()?).ok()
+    } else {
+        IpNet::new(
+            IpAddr::V6(std::net::Ipv6Addr::from(addr)),
+            u8::try_from(len).ok()?,
+        )
+        .ok()
+    }
+}
+
+impl Dataplane {
+    /// Reads everything the maps hold (for adoption after a restart).
+    pub fn existing(&mut self) -> Result<Existing, DataplaneError> {
+        let mut out = Existing::default();
+        {
+            let m = map_mut!(self, MAP_ENDPOINTS, HashMap<&mut MapData, u32, Endpoint>);
+            out.endpoints = m.iter().filter_map(Result::ok).collect();
+        }
+        {
+            let m = map_mut!(self, MAP_POLICY, LpmTrie<&mut MapData, PolicyKey, PolicyValue>);
+            out.policy_keys = m.keys().filter_map(Result::ok).collect();
+        }
+        {
+            let m = map_mut!(self, MAP_IDENTITY, LpmTrie<&mut MapData, IdentityKey, IdentityValue>);
+            out.identities = m
+                .iter()
+                .filter_map(Result::ok)
+                .filter_map(|(k, v)| Some((identity_net(&k)?, v.identity)))
+                .collect();
+        }
+        {
+            let m = map_mut!(self, MAP_SERVICES, HashMap<&mut MapData, ServiceKey, u32>);
+            out.services = m.keys().filter_map(Result::ok).collect();
+        }
+        Ok(out)
+    }
+
+    /// Removes a Service frontend by its raw key (adoption cleanup).
+    pub fn remove_service_key(&mut self, key: &ServiceKey) -> Result<(), DataplaneError> {
+        let mut m = map_mut!(self, MAP_SERVICES, HashMap<&mut MapData, ServiceKey, u32>);
+        ignore_missing(m.remove(key)).map_err(merr(MAP_SERVICES))
     }
 }

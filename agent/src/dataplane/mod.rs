@@ -10,7 +10,7 @@ mod testrun;
 pub use attach::{ifindex, AttachMode, Hook};
 pub use bpffs::{is_bpffs, mount as mount_bpffs, PrivateBpffs};
 pub use loader::{Dataplane, OBJECT_EMBEDDED};
-pub use maps::{identity_key, policy_key, PortBlock};
+pub use maps::{identity_key, identity_key_raw, identity_net, policy_key, Existing, PortBlock};
 pub use testrun::TestRunOutcome;
 
 /// Everything that can go wrong in the dataplane.

@@ -79,6 +79,8 @@ pub struct Syncer {
     free_slots: Vec<u32>,
     next_slot: u32,
     generation: u32,
+    /// Endpoint records an earlier agent wrote, by ifindex, not yet claimed by a reported pod.
+    adopted: BTreeMap<u32, Endpoint>,
 }
 
 impl Syncer {
@@ -87,6 +89,33 @@ impl Syncer {
             next_slot: 1,
             ..Self::default()
         }
+    }
+
+    /// Takes over what an earlier agent left in the pinned maps, so that the first sync changes
+    /// only what differs: its prefixes and Services are diffed against, its endpoints keep their
+    /// slots, and its tables (whose content is unknown here) are replaced by fresh table ids and
+    /// deleted once no endpoint uses them. Generations continue above the highest one in use, so
+    /// conntrack re-checks every flow against the new agent's policy.
+    pub fn adopt(&mut self, dp: &mut Dataplane) -> Result<usize, DataplaneError> {
+        let existing = dp.existing()?;
+        let found = existing.endpoints.len();
+        for (ifindex, ep) in existing.endpoints {
+            self.generation = self.generation.max(ep.generation);
+            self.next_slot = self.next_slot.max(ep.slot + 1);
+            self.adopted.insert(ifindex, ep);
+        }
+        self.tables.adopt(existing.policy_keys);
+        self.prefixes = existing.identities.into_iter().collect();
+        self.services = existing
+            .services
+            .iter()
+            .filter_map(|k| {
+                let net =
+                    crate::dataplane::identity_net(&crate::dataplane::identity_key_raw(k.addr))?;
+                Some((net.addr(), u16::from_be_bytes(k.port), k.protocol))
+            })
+            .collect();
+        Ok(found)
     }
 
     /// Brings the maps to `out` for the endpoints in `attached`.
@@ -183,8 +212,10 @@ impl Syncer {
         report: &mut SyncReport,
     ) -> EndpointState {
         let previous = self.endpoints.get(key).cloned();
-        let slot = match previous.as_ref() {
-            Some(w) if w.attachment == *att => w.record.slot,
+        let adopted = self.adopted.remove(&att.ifindex);
+        let slot = match (previous.as_ref(), adopted) {
+            (Some(w), _) if w.attachment == *att => w.record.slot,
+            (None, Some(old)) => old.slot,
             _ => match self.alloc_slot() {
                 Some(s) => s,
                 None => {
@@ -301,6 +332,12 @@ impl Syncer {
                 dp.remove_endpoint(w.attachment.ifindex, w.record.slot),
             );
             self.free_slots.push(w.record.slot);
+        }
+        for (ifindex, old) in std::mem::take(&mut self.adopted) {
+            for hook in [Hook::FromPod, Hook::ToPod] {
+                record(report, None, dp.detach(ifindex, hook));
+            }
+            record(report, None, dp.remove_endpoint(ifindex, old.slot));
         }
     }
 

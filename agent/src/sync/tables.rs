@@ -16,6 +16,8 @@ use crate::{
 pub struct TableWriter {
     ids: HashMap<TableId, u32>,
     keys: BTreeMap<u32, (TableId, Vec<Key<PolicyKey>>)>,
+    /// Tables an earlier agent wrote (content unknown), deleted once unreferenced.
+    adopted: BTreeMap<u32, Vec<Key<PolicyKey>>>,
     next: u32,
 }
 
@@ -59,6 +61,15 @@ impl TableWriter {
         }
     }
 
+    /// Records an earlier agent's entries; new table ids start above theirs.
+    pub fn adopt(&mut self, keys: Vec<Key<PolicyKey>>) {
+        for key in keys {
+            let id = u32::from_be_bytes(key.data().table);
+            self.next = self.next.max(id);
+            self.adopted.entry(id).or_default().push(key);
+        }
+    }
+
     /// Deletes tables that no endpoint references any more.
     pub fn remove_stale(
         &mut self,
@@ -66,6 +77,19 @@ impl TableWriter {
         live: &BTreeSet<u32>,
         report: &mut SyncReport,
     ) {
+        let old: Vec<u32> = self
+            .adopted
+            .keys()
+            .filter(|id| !live.contains(id))
+            .copied()
+            .collect();
+        for id in old {
+            for k in self.adopted.remove(&id).unwrap_or_default() {
+                if let Err(e) = dp.remove_policy(&k) {
+                    push(report, None, format!("removing adopted table {id}: {e}"));
+                }
+            }
+        }
         let stale: Vec<u32> = self
             .keys
             .keys()

@@ -1,6 +1,8 @@
 //! Shared fixtures of the agent's privileged tests.
 #![allow(dead_code, reason = "each test binary uses a different subset")]
 
+pub mod nodes;
+
 use std::net::IpAddr;
 
 use ipnet::IpNet;
