@@ -5,6 +5,7 @@
 //! [`verdict`] looks a packet up in the output exactly as the dataplane does.
 
 pub mod bench;
+mod endpoints;
 mod identity;
 mod lookup;
 pub mod output;

@@ -1,27 +1,19 @@
 //! The incremental compiler: caches per policy (parsed form, selected pods, rule entries) and per
 //! pod (identities), and a step that recomputes only what a batch of changes touched.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::IpAddr;
 
 use super::identity::{IdentityChanges, IdentityState};
-use super::output::{
-    AllowTable, CompiledOutput, Delta, Direction, DirectionPolicy, EndpointPolicy, PolicyProblem,
-    RuleRef, TableId,
-};
+use super::output::{CompiledOutput, Delta, Direction, PolicyProblem, RuleRef, TableId};
 use super::parse::{parse_policy, ParsedPolicy};
 use super::problems::{PolicyError, Problems};
 use super::rules::{self, RuleState};
 use super::CompileOptions;
-use crate::model::{ContainerPort, Model, ModelChange, ObjectKey, Pod};
-
-/// What an endpoint direction's table depends on: its rules, and its own ports when a rule has an
-/// ingress named port. Endpoints with equal signatures get the same table.
-type TableSignature = (Vec<u32>, Option<Vec<ContainerPort>>);
+use crate::model::{Model, ModelChange, ObjectKey};
 
 /// One policy's cached state.
 #[derive(Debug)]
-struct PolicyState {
-    parsed: ParsedPolicy,
+pub(super) struct PolicyState {
+    pub(super) parsed: ParsedPolicy,
     /// Endpoint pods (any node) its podSelector selects.
     selected: BTreeSet<ObjectKey>,
     ingress: Vec<RuleState>,
@@ -31,7 +23,7 @@ struct PolicyState {
 }
 
 impl PolicyState {
-    fn rules(&self, direction: Direction) -> &[RuleState] {
+    pub(super) fn rules(&self, direction: Direction) -> &[RuleState] {
         match direction {
             Direction::Ingress => &self.ingress,
             Direction::Egress => &self.egress,
@@ -45,30 +37,30 @@ impl PolicyState {
 
 /// What a batch of changes touched.
 #[derive(Debug, Default)]
-struct Dirty {
-    policies: BTreeSet<ObjectKey>,
-    pods: BTreeSet<ObjectKey>,
+pub(super) struct Dirty {
+    pub(super) policies: BTreeSet<ObjectKey>,
+    pub(super) pods: BTreeSet<ObjectKey>,
     namespaces: BTreeSet<String>,
     host: bool,
     /// Policies whose rule entries must be recomputed.
     rules: BTreeSet<ObjectKey>,
-    endpoints: BTreeSet<ObjectKey>,
+    pub(super) endpoints: BTreeSet<ObjectKey>,
 }
 
 /// The incremental compiler. Feed it changes with [`Compiler::apply`].
 #[derive(Debug)]
 pub struct Compiler {
-    options: CompileOptions,
-    model: Model,
-    out: CompiledOutput,
-    ids: IdentityState,
-    policies: BTreeMap<ObjectKey, PolicyState>,
+    pub(super) options: CompileOptions,
+    pub(super) model: Model,
+    pub(super) out: CompiledOutput,
+    pub(super) ids: IdentityState,
+    pub(super) policies: BTreeMap<ObjectKey, PolicyState>,
     /// Pod → policies whose podSelector selects it.
-    selecting: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
+    pub(super) selecting: HashMap<ObjectKey, BTreeSet<ObjectKey>>,
     rule_ids: BTreeMap<RuleRef, u32>,
     free_rule_ids: BTreeSet<u32>,
     next_rule_id: u32,
-    table_refs: HashMap<TableId, usize>,
+    pub(super) table_refs: HashMap<TableId, usize>,
 }
 
 impl Compiler {
@@ -414,199 +406,12 @@ impl Compiler {
         }
     }
 
-    /// Rebuilds the state of every dirty endpoint.
-    fn update_endpoints(&mut self, dirty: &Dirty, delta: &mut Delta) {
-        let mut memo: HashMap<TableSignature, TableId> = HashMap::new();
-        let mut touched_ips: BTreeSet<IpAddr> = BTreeSet::new();
-        for key in dirty.endpoints.iter().chain(&dirty.pods) {
-            let old = self.out.endpoints.get(key).cloned();
-            let pod = self
-                .model
-                .pods
-                .get(key)
-                .filter(|p| self.is_local_endpoint(p))
-                .cloned();
-            let new = pod.map(|pod| {
-                let ingress = self.direction_policy(&pod, Direction::Ingress, &mut memo, delta);
-                let egress = self.direction_policy(&pod, Direction::Egress, &mut memo, delta);
-                EndpointPolicy {
-                    pod: key.clone(),
-                    ips: sorted_ips(&pod),
-                    node: pod.node_name.clone(),
-                    ingress,
-                    egress,
-                }
-            });
-            if old == new {
-                // Both built a table reference: give back the extra one.
-                for t in new
-                    .iter()
-                    .flat_map(|e| [e.ingress.table, e.egress.table])
-                    .flatten()
-                {
-                    self.unref_table(t, delta);
-                }
-                continue;
-            }
-            for t in old
-                .iter()
-                .flat_map(|e| [e.ingress.table, e.egress.table])
-                .flatten()
-            {
-                self.unref_table(t, delta);
-            }
-            touched_ips.extend(old.iter().flat_map(|e| e.ips.iter().copied()));
-            match new {
-                Some(new) => {
-                    touched_ips.extend(new.ips.iter().copied());
-                    self.out.endpoints.insert(key.clone(), new);
-                    delta.endpoints_changed.insert(key.clone());
-                }
-                None if old.is_some() => {
-                    self.out.endpoints.remove(key);
-                    delta.endpoints_removed.insert(key.clone());
-                }
-                None => {}
-            }
-        }
-        for ip in touched_ips {
-            match self
-                .ids
-                .ip_owner(ip)
-                .filter(|k| self.out.endpoints.contains_key(*k))
-            {
-                Some(owner) => self.out.endpoint_ips.insert(ip, owner.clone()),
-                None => self.out.endpoint_ips.remove(&ip),
-            };
-        }
-    }
-
-    fn is_local_endpoint(&self, pod: &Pod) -> bool {
-        pod.is_endpoint()
-            && self
-                .options
-                .node
-                .as_ref()
-                .is_none_or(|n| pod.node_name.as_ref() == Some(n))
-    }
-
-    /// "A pod is isolated for a direction iff some policy in its namespace selects it and that
-    /// direction is among the policy's effective policyTypes."
-    fn direction_policy(
-        &mut self,
-        pod: &Pod,
-        direction: Direction,
-        memo: &mut HashMap<TableSignature, TableId>,
-        delta: &mut Delta,
-    ) -> DirectionPolicy {
-        type Built = (Vec<ObjectKey>, TableSignature, Option<AllowTable>);
-        let built: Option<Built> = {
-            let selecting = self.selecting.get(&pod.key());
-            let isolating: Vec<&PolicyState> = selecting
-                .into_iter()
-                .flatten()
-                .filter_map(|k| self.policies.get(k))
-                .filter(|p| p.parsed.rules(direction).is_some())
-                .collect();
-            (!isolating.is_empty()).then(|| {
-                let isolated_by = isolating.iter().map(|p| p.parsed.key.clone()).collect();
-                let rules: Vec<&RuleState> =
-                    isolating.iter().flat_map(|p| p.rules(direction)).collect();
-                let ports =
-                    rules::needs_endpoint_ports(&rules).then(|| pod.container_ports.clone());
-                let signature = (rules.iter().map(|r| r.rule_id).collect::<Vec<_>>(), ports);
-                let table = (!memo.contains_key(&signature))
-                    .then(|| rules::build_table(&rules, &pod.container_ports));
-                (isolated_by, signature, table)
-            })
-        };
-        let Some((isolated_by, signature, table)) = built else {
-            return DirectionPolicy::open();
-        };
-        let id = match (table, memo.get(&signature)) {
-            (_, Some(id)) => *id,
-            (Some(table), None) => {
-                let id = self.intern_table(table, delta);
-                memo.insert(signature, id);
-                id
-            }
-            (None, None) => self.intern_table(AllowTable::default(), delta),
-        };
-        *self.table_refs.entry(id).or_default() += 1;
-        DirectionPolicy {
-            isolated: true,
-            isolated_by,
-            table: Some(id),
-        }
-    }
-
-    /// Stores a table under its content hash (probing past a collision); the caller references it.
-    fn intern_table(&mut self, table: AllowTable, delta: &mut Delta) -> TableId {
-        let mut id = table.content_hash();
-        loop {
-            match self.out.tables.get(&id) {
-                Some(have) if *have == table => break,
-                Some(_) => id = TableId(id.0.wrapping_add(1)),
-                None => {
-                    self.out.tables.insert(id, table);
-                    delta.tables_added.insert(id);
-                    break;
-                }
-            }
-        }
-        id
-    }
-
-    fn unref_table(&mut self, id: TableId, delta: &mut Delta) {
-        let Some(count) = self.table_refs.get_mut(&id) else {
-            return;
-        };
-        *count -= 1;
-        if *count == 0 {
-            self.table_refs.remove(&id);
-            self.out.tables.remove(&id);
-            delta.tables_removed.insert(id);
-        }
-    }
-
-    /// Node addresses: Node objects plus hostNetwork pods' IPs ("as peers they appear with the
-    /// node's IP").
-    fn update_host(&mut self, delta: &mut Delta) {
-        let mut host: BTreeMap<String, BTreeSet<IpAddr>> = BTreeMap::new();
-        if self.options.allow_node_traffic {
-            for node in self.model.nodes.values() {
-                host.entry(node.name.clone())
-                    .or_default()
-                    .extend(&node.addresses);
-            }
-            for pod in self.model.pods.values().filter(|p| p.host_network) {
-                if let Some(node) = &pod.node_name {
-                    host.entry(node.clone()).or_default().extend(&pod.ips);
-                }
-            }
-            if let Some(local) = &self.options.node {
-                host.retain(|name, _| name == local);
-            }
-        }
-        if host != self.out.identities.host {
-            self.out.identities.host = host;
-            delta.host_changed = true;
-        }
-    }
-
     fn problems(&self) -> Vec<PolicyProblem> {
         let all = self.policies.values();
         all.flat_map(|p| p.parsed.problems.iter().chain(&p.warnings))
             .cloned()
             .collect()
     }
-}
-
-fn sorted_ips(pod: &Pod) -> Vec<IpAddr> {
-    let mut ips = pod.ips.clone();
-    ips.sort();
-    ips.dedup();
-    ips
 }
 
 /// Ingress named ports that no selected pod has.
