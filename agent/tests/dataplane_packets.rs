@@ -443,8 +443,11 @@ fn node_traffic_is_allowed_by_default_and_can_be_turned_off() {
     f.endpoint(EP_INGRESS_ISOLATED, 1);
     f.identity("10.244.0.1/32", IDENTITY_HOST);
     assert_eq!(f.run(Hook::ToPod, &syn("10.244.0.1", POD, 1, 8080)), OK);
-    f.dp.set_config(Config { flags: 0, _pad: 0 })
-        .expect("config");
+    f.dp.set_config(Config {
+        flags: 0,
+        allow_events_per_sec: 0,
+    })
+    .expect("config");
     assert_eq!(f.run(Hook::ToPod, &syn("10.244.0.1", POD, 2, 8080)), SHOT);
 }
 
@@ -541,4 +544,87 @@ fn packets_to_a_cluster_ip_are_deferred_with_the_source_slot() {
         OK,
         "unmarked"
     );
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
+fn drops_are_reported_as_events_and_allows_only_when_enabled_and_rate_limited() {
+    use palisade_common::{
+        endpoint::{CFG_ALLOW_EVENTS, CFG_ALLOW_HOST},
+        verdict::{Decision, Direction},
+    };
+    let mut f = ingress_fixture("events");
+    assert_eq!(f.run(Hook::ToPod, &syn(OTHER, POD, 40000, 80)), SHOT);
+    assert_eq!(f.run(Hook::ToPod, &syn(PEER, POD, 40001, 80)), OK);
+    let events = f.dp.drain_events().expect("events");
+    assert_eq!(
+        events.len(),
+        1,
+        "only the drop is reported by default: {events:?}"
+    );
+    let e = events[0];
+    assert_eq!(
+        (e.ifindex, e.sport, e.dport, e.protocol),
+        (1, 40000, 80, proto::TCP)
+    );
+    assert_eq!(e.direction, Direction::Ingress as u8);
+    assert_eq!(e.decision, Decision::Dropped as u8);
+    assert_eq!(e.reason, DropReason::IngressPolicyDenied as u32);
+    assert_eq!(e.src, palisade_common::v4_mapped([10, 244, 1, 21]));
+    // Allow events: on, at most 3 per second per CPU, and only for new flows.
+    let cfg = Config {
+        flags: CFG_ALLOW_HOST | CFG_ALLOW_EVENTS,
+        allow_events_per_sec: 3,
+    };
+    f.dp.set_config(cfg).expect("config");
+    for sport in 41000..41010 {
+        assert_eq!(f.run(Hook::ToPod, &syn(PEER, POD, sport, 80)), OK);
+    }
+    let allows = f.dp.drain_events().expect("events");
+    assert_eq!(allows.len(), 3, "rate-limited to 3: {allows:?}");
+    assert!(allows
+        .iter()
+        .all(|e| e.decision == Decision::AllowedByRule as u8 && e.rule_id == 7));
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
+fn a_full_conntrack_table_evicts_and_never_fails_open() {
+    use palisade::dataplane::{Dataplane, LoadOptions, PrivateBpffs};
+    let fs = PrivateBpffs::new("ctfull").expect("bpffs");
+    let opts = LoadOptions {
+        conntrack_entries: Some(8),
+        ..LoadOptions::default()
+    };
+    let dp = Dataplane::load_with(fs.path(), &opts).expect("load");
+    let mut f = Fixture::from_parts(dp, fs);
+    f.endpoint(EP_INGRESS_ISOLATED | EP_EGRESS_ISOLATED, 1);
+    f.identity(&format!("{PEER}/32"), PEER_ID);
+    f.allow(
+        11,
+        PEER_ID,
+        Some(proto::TCP),
+        Some(PortBlock {
+            port: 80,
+            prefix_len: 16,
+        }),
+        1,
+    );
+    // Forty allowed flows through an eight-entry table.
+    for sport in 30000..30040 {
+        assert_eq!(
+            f.run(Hook::FromPod, &syn(POD, PEER, sport, 80)),
+            OK,
+            "new allowed flow {sport}"
+        );
+    }
+    // The newest flows are tracked: their replies pass.
+    let synack = |sport| Frame::tcp(v4(PEER), v4(POD), 80, sport, TCP_SYN | TCP_ACK).build();
+    assert_eq!(f.run(Hook::ToPod, &synack(30039)), OK);
+    // An evicted flow is checked again: its reply is picked up only because policy allows it.
+    assert_eq!(f.run(Hook::ToPod, &synack(30000)), OK);
+    // Nothing unsolicited gets in, and denied flows stay denied, with the table full.
+    assert_eq!(f.run(Hook::ToPod, &syn(PEER, POD, 80, 50000)), SHOT);
+    assert_eq!(f.run(Hook::FromPod, &syn(POD, OTHER, 50001, 80)), SHOT);
+    assert_eq!(f.run(Hook::FromPod, &syn(POD, PEER, 50002, 81)), SHOT);
 }

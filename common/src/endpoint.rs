@@ -40,7 +40,7 @@ pub struct Endpoint {
 
 /// Allow traffic between pods and their own node's addresses (kubelet probes).
 pub const CFG_ALLOW_HOST: u32 = 1 << 0;
-/// Emit events for allowed new flows (sampled).
+/// Emit events for allowed new flows, at most `allow_events_per_sec` per CPU per second.
 pub const CFG_ALLOW_EVENTS: u32 = 1 << 1;
 
 /// Node-wide settings, element 0 of [`MAP_CONFIG`].
@@ -49,7 +49,8 @@ pub const CFG_ALLOW_EVENTS: u32 = 1 << 1;
 pub struct Config {
     /// `CFG_*` flags.
     pub flags: u32,
-    pub _pad: u32,
+    /// Rate limit of allow events (per CPU, per second) when `CFG_ALLOW_EVENTS` is set.
+    pub allow_events_per_sec: u32,
 }
 
 /// Bits of the skb mark Palisade owns. kube-proxy owns 0x4000 and 0x8000; every write is masked.

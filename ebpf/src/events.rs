@@ -9,7 +9,7 @@ use palisade_common::{
 
 use crate::{
     lookup::Check,
-    maps::{COUNTERS, EVENTS},
+    maps::{ALLOW_RATE, CONFIG, COUNTERS, EVENTS},
 };
 
 #[inline(always)]
@@ -44,4 +44,32 @@ pub fn report(ifindex: u32, dir: Direction, t: &Tuple, check: &Check) {
         slot.write(ev);
         slot.submit(0);
     }
+}
+
+/// Whether an allow event may be sent now: allow events are off unless configured, and then at
+/// most `allow_events_per_sec` per CPU per second.
+#[inline(always)]
+pub fn allow_event_permitted() -> bool {
+    let Some(cfg) = CONFIG.get(0) else {
+        return false;
+    };
+    if cfg.flags & palisade_common::endpoint::CFG_ALLOW_EVENTS == 0 {
+        return false;
+    }
+    let Some(w) = ALLOW_RATE.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+    unsafe {
+        let now = bpf_ktime_get_ns();
+        if now.saturating_sub((*w).start_ns) >= 1_000_000_000 {
+            (*w).start_ns = now;
+            (*w).count = 0;
+        }
+        if (*w).count >= cfg.allow_events_per_sec {
+            return false;
+        }
+        (*w).count += 1;
+    }
+    true
 }

@@ -72,6 +72,16 @@ fn peer_addr(p: &Parsed, dir: Direction) -> &[u8; 16] {
 fn finish(ifindex: u32, dir: Direction, p: Option<&Parsed>, check: &Check) -> i32 {
     events::count(check.reason);
     if check.allowed() {
+        // Allow events only for new flows (tracked packets would flood the log).
+        let new_flow = matches!(
+            check.decision,
+            Decision::AllowedByRule | Decision::AllowedNotIsolated | Decision::AllowedHost
+        );
+        if let (true, Some(p)) = (new_flow, p) {
+            if events::allow_event_permitted() {
+                events::report(ifindex, dir, &p.tuple, check);
+            }
+        }
         return TC_ACT_OK;
     }
     if let Some(p) = p {

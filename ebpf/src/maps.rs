@@ -58,3 +58,14 @@ pub struct Scratch {
 
 #[map(name = "PAL_SCRATCH_V1")]
 pub static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU rate limiter of allow events: the current one-second window and its count.
+#[repr(C)]
+pub struct RateWindow {
+    pub start_ns: u64,
+    pub count: u32,
+    pub _pad: u32,
+}
+
+#[map(name = "PAL_RATE_V1")]
+pub static ALLOW_RATE: PerCpuArray<RateWindow> = PerCpuArray::with_max_entries(1, 0);

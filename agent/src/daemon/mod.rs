@@ -98,7 +98,10 @@ fn config(allow_node_traffic: bool) -> palisade_common::endpoint::Config {
     } else {
         0
     };
-    palisade_common::endpoint::Config { flags, _pad: 0 }
+    palisade_common::endpoint::Config {
+        flags,
+        allow_events_per_sec: 0,
+    }
 }
 
 struct Agent {

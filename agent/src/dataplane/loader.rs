@@ -21,7 +21,7 @@ pub static OBJECT_EMBEDDED: &[u8] =
 
 /// Maps pinned by name. The scratch map is per-CPU working memory and is pinned too so that every
 /// program generation shares one layout.
-const PINNED_MAPS: [&str; 11] = [
+const PINNED_MAPS: [&str; 12] = [
     MAP_ENDPOINTS,
     MAP_SLOTS,
     MAP_CONFIG,
@@ -33,6 +33,7 @@ const PINNED_MAPS: [&str; 11] = [
     MAP_EVENTS,
     MAP_COUNTERS,
     "PAL_SCRATCH_V1",
+    "PAL_RATE_V1",
 ];
 
 /// The loaded programs and maps. Owns them; every map access goes through its typed accessors.
@@ -49,10 +50,24 @@ impl std::fmt::Debug for Dataplane {
     }
 }
 
+/// Map sizes to use instead of the defaults (capacity tests use small tables). A size only
+/// applies when the map is created; an adopted pinned map keeps its size.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub conntrack_entries: Option<u32>,
+    pub policy_entries: Option<u32>,
+    pub identity_entries: Option<u32>,
+}
+
 impl Dataplane {
     /// Loads the programs, pinning (or adopting) every map under `<bpffs>/palisade/<version>/`.
     /// `bpffs` must be a bpffs mount (for example `/sys/fs/bpf` or a [`super::PrivateBpffs`]).
     pub fn load(bpffs: &Path) -> Result<Self, DataplaneError> {
+        Self::load_with(bpffs, &LoadOptions::default())
+    }
+
+    /// [`Dataplane::load`] with map sizes of the caller's choosing.
+    pub fn load_with(bpffs: &Path, options: &LoadOptions) -> Result<Self, DataplaneError> {
         if OBJECT_EMBEDDED.is_empty() {
             return Err(DataplaneError::NoObject);
         }
@@ -69,6 +84,16 @@ impl Dataplane {
             PINNED_MAPS.iter().map(|m| (*m, maps_dir.join(m))).collect();
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
+        }
+        let sizes = [
+            (MAP_CONNTRACK, options.conntrack_entries),
+            (MAP_POLICY, options.policy_entries),
+            (MAP_IDENTITY, options.identity_entries),
+        ];
+        for (name, size) in sizes {
+            if let Some(size) = size {
+                loader.map_max_entries(name, size);
+            }
         }
         let mut ebpf = loader.load(OBJECT_EMBEDDED)?;
         for hook in Hook::ALL {

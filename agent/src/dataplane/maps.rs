@@ -3,11 +3,11 @@
 
 use std::net::IpAddr;
 
-use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray};
+use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use ipnet::IpNet;
 use palisade_common::{
     endpoint::{Config, Endpoint, ServiceKey, MAP_CONFIG, MAP_ENDPOINTS, MAP_SERVICES, MAP_SLOTS},
-    event::MAP_COUNTERS,
+    event::{VerdictEvent, MAP_COUNTERS, MAP_EVENTS},
     identity::{IdentityKey, IdentityValue, MAP_IDENTITY},
     policy::{PolicyKey, PolicyValue, MAP_POLICY, PREFIX_ALL_PORTS, PREFIX_ALL_PROTOCOLS},
     verdict::DropReason,
@@ -154,6 +154,20 @@ impl Dataplane {
     ) -> Result<(), DataplaneError> {
         let mut m = map_mut!(self, MAP_SERVICES, HashMap<&mut MapData, ServiceKey, u32>);
         ignore_missing(m.remove(&service_key(ip, port, protocol))).map_err(merr(MAP_SERVICES))
+    }
+
+    /// Takes every verdict event waiting in the ring buffer.
+    pub fn drain_events(&mut self) -> Result<Vec<VerdictEvent>, DataplaneError> {
+        let mut ring = map_mut!(self, MAP_EVENTS, RingBuf<&mut MapData>);
+        let mut out = Vec::new();
+        while let Some(item) = ring.next() {
+            if item.len() >= std::mem::size_of::<VerdictEvent>() {
+                // SAFETY: the programs write whole `VerdictEvent`s (repr(C), no invalid bit
+                // patterns); read_unaligned copes with the ring buffer's 8-byte alignment.
+                out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<VerdictEvent>()) });
+            }
+        }
+        Ok(out)
     }
 
     /// Packets counted per drop reason (index 0: passed), summed over CPUs.

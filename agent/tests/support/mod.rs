@@ -29,10 +29,21 @@ impl Fixture {
         let mut dp = Dataplane::load(fs.path()).expect("load dataplane");
         dp.set_config(Config {
             flags: CFG_ALLOW_HOST,
-            _pad: 0,
+            allow_events_per_sec: 0,
         })
         .expect("config");
         Self { dp, _fs: fs }
+    }
+
+    /// A fixture around a dataplane the caller loaded (for custom map sizes).
+    pub fn from_parts(dp: Dataplane, fs: PrivateBpffs) -> Self {
+        let mut f = Self { dp, _fs: fs };
+        f.dp.set_config(Config {
+            flags: CFG_ALLOW_HOST,
+            allow_events_per_sec: 0,
+        })
+        .expect("config");
+        f
     }
 
     /// Registers the endpoint that `BPF_PROG_TEST_RUN` packets belong to (loopback, ifindex 1).
