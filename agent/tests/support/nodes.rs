@@ -86,22 +86,11 @@ pub fn setup(label: &str, family: Family, cni: CniMode) -> Setup {
 
 impl Setup {
     pub fn apply(&mut self) {
-        let rev = self.manifests.commit().expect("commit");
-        for (n, agent) in self.agents.iter_mut().enumerate() {
-            let local: Vec<String> = self
-                .pods
-                .iter()
-                .filter(|p| p.node() == n)
-                .map(Pod::key)
-                .collect();
-            if let Err(e) = agent.wait_applied(rev, &local, WAIT) {
-                panic!("{e}\nagent log:\n{}", agent.log());
-            }
-        }
+        apply_with(&mut self.manifests, &mut self.agents, &self.pods);
     }
 
     pub fn pod(&self, name: &str) -> &Pod {
-        self.pods.iter().find(|p| p.name() == name).expect("pod")
+        find(&self.pods, name)
     }
 
     /// Probes `from` → `to` on `port`/`proto` at the pod IP or the Service ClusterIP.
@@ -133,14 +122,38 @@ impl Setup {
     }
 
     pub fn policy(&self, name: &str, spec: Value) {
-        self.manifests
-            .put(
-                &format!("np-{name}"),
-                &json!({"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
-                "metadata":{"namespace":"x","name":name},"spec":spec}),
-            )
-            .expect("policy");
+        put_policy(&self.manifests, name, spec);
     }
+}
+
+/// Publishes the manifests and waits until every agent applied them with its pods attached.
+pub fn apply_with(manifests: &mut Manifests, agents: &mut [AgentProcess], pods: &[Pod]) {
+    let rev = manifests.commit().expect("commit");
+    for (n, agent) in agents.iter_mut().enumerate() {
+        let local: Vec<String> = pods
+            .iter()
+            .filter(|p| p.node() == n)
+            .map(Pod::key)
+            .collect();
+        if let Err(e) = agent.wait_applied(rev, &local, WAIT) {
+            panic!("{e}\nagent log:\n{}", agent.log());
+        }
+    }
+}
+
+/// Writes NetworkPolicy `x/<name>`.
+pub fn put_policy(manifests: &Manifests, name: &str, spec: Value) {
+    manifests
+        .put(
+            &format!("np-{name}"),
+            &json!({"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
+            "metadata":{"namespace":"x","name":name},"spec":spec}),
+        )
+        .expect("policy");
+}
+
+pub fn find<'p>(pods: &'p [Pod], name: &str) -> &'p Pod {
+    pods.iter().find(|p| p.name() == name).expect("pod")
 }
 
 pub fn check(s: &Setup, fam: IpFamily, cases: &[(&str, &str, Proto, u16, bool)]) {
