@@ -21,7 +21,7 @@ const ROUNDS: usize = 120;
 
 /// Two policy states that both allow b → a:80 and both deny c → a:80, with different tables.
 fn policy_state(manifests: &Manifests, pods: &[Pod], round: usize) {
-    let spec = if round % 2 == 0 {
+    let spec = if round.is_multiple_of(2) {
         json!({"podSelector":{"matchLabels":{"app":"a"}},
                "ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"b"}}}],"ports":[{"port":80}]}]})
     } else {

@@ -161,7 +161,7 @@ impl Dataplane {
         let mut ring = map_mut!(self, MAP_EVENTS, RingBuf<&mut MapData>);
         let mut out = Vec::new();
         while let Some(item) = ring.next() {
-            if item.len() >= std::mem::size_of::<VerdictEvent>() {
+            if item.len() >= size_of::<VerdictEvent>() {
                 // SAFETY: the programs write whole `VerdictEvent`s (repr(C), no invalid bit
                 // patterns); read_unaligned copes with the ring buffer's 8-byte alignment.
                 out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<VerdictEvent>()) });
