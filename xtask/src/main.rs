@@ -1,6 +1,7 @@
-//! Developer and CI entry points: `cargo xtask setup|test|demo|conformance`. xtask runs and tests; it never
+//! Developer and CI entry points: `cargo xtask setup|test|demo|conformance|bench`. xtask runs and tests; it never
 //! builds the eBPF object itself (agent/build.rs does, through aya-build).
 
+mod bench;
 mod cmd;
 mod conformance;
 mod demo;
@@ -26,6 +27,8 @@ enum Command {
     Demo,
     /// Run NetworkPolicy conformance case files through test nodes and the real agent (root).
     Conformance(conformance::Args),
+    /// Benchmarks: per-packet cost, control plane, traffic; writes JSON, SVG plots and a report (root).
+    Bench(bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,5 +37,6 @@ fn main() -> anyhow::Result<()> {
         Command::Test => test::run(),
         Command::Demo => demo::run(),
         Command::Conformance(args) => conformance::run(&args),
+        Command::Bench(args) => bench::run(&args),
     }
 }
