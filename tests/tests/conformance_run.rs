@@ -11,17 +11,15 @@ use palisade_tests::conformance::runner::{Options, Runner};
 use palisade_tests::conformance::{agent, case};
 use palisade_tests::{require_root, Family};
 
-#[test]
-#[ignore = "privileged: needs root (cargo xtask test runs it)"]
-fn synthetic_cases_pass_against_the_real_agent() {
-    require_root!();
+/// Runs the synthetic cases for `family`, both targets, and checks what every run must show.
+fn run_synthetic(family: Family) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/conformance/synthetic.json");
     let cases = case::load_all(&[file], &[]).unwrap();
     let agent_bin = agent::find_agent_bin().expect(
         "the agent binary is built by `cargo test --workspace` (or set PALISADE_AGENT_BIN)",
     );
     let opts = Options {
-        family: Family::Dual,
+        family,
         targets: vec![Target::Service, Target::Pod],
         agent_bin,
     };
@@ -34,10 +32,11 @@ fn synthetic_cases_pass_against_the_real_agent() {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
     let probes: Vec<_> = reports.iter().flat_map(|r| &r.probes).collect();
-    // Case 1: 6 probe steps, case 2: 4; each for 2 families x 2 targets.
-    assert_eq!(probes.len(), (6 + 4) * 4);
+    // Case 1 has 6 probe steps, case 2 has 4; each for every family and both targets.
+    let tables = family.ip_families().len() * 2;
+    assert_eq!(probes.len(), (6 + 4) * tables);
     let sctp: Vec<_> = probes.iter().filter(|p| p.protocol == "SCTP").collect();
-    assert_eq!(sctp.len(), 4);
+    assert_eq!(sctp.len(), tables);
     assert!(sctp
         .iter()
         .all(|p| p.status == Status::Skipped && p.reason.contains("SCTP")));
@@ -61,4 +60,20 @@ fn synthetic_cases_pass_against_the_real_agent() {
     for p in probes.iter().filter(|p| p.status == Status::Passed) {
         assert_eq!(p.observed.len(), p.pod_ips.len().pow(2), "step {}", p.step);
     }
+}
+
+/// IPv4 and IPv6 on one dual-stack cluster (the templated case runs once per family).
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
+fn synthetic_cases_dual_stack() {
+    require_root!();
+    run_synthetic(Family::Dual);
+}
+
+/// A single-stack IPv6 cluster (pods have no IPv4 address at all).
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
+fn synthetic_cases_ipv6_only() {
+    require_root!();
+    run_synthetic(Family::Ipv6);
 }

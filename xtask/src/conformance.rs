@@ -1,7 +1,7 @@
 //! `cargo xtask conformance`: builds the agent and the runner (release), then runs
 //! `target/release/conformance` with the same flags. See docs/conformance.md.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::bail;
@@ -51,13 +51,13 @@ impl Args {
     }
 }
 
-/// Where cargo puts release binaries.
-fn release_dir(root: &std::path::Path) -> PathBuf {
+/// Where cargo puts the binaries of `profile` (`release`, `debug`).
+fn profile_dir(root: &Path, profile: &str) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .map(|d| if d.is_absolute() { d } else { root.join(d) })
         .unwrap_or_else(|| root.join("target"))
-        .join("release")
+        .join(profile)
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
@@ -77,7 +77,42 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         "palisade-tests",
     ]))?;
     // The case and report paths stay relative to the directory the user ran xtask in.
-    cmd::run(Command::new(release_dir(&root).join("conformance")).args(args.argv()))
+    cmd::run(Command::new(profile_dir(&root, "release").join("conformance")).args(args.argv()))
+}
+
+/// The `cargo xtask test` step (root): the upstream corpus, IPv4, through ClusterIPs, with the
+/// debug binaries `cargo test` has built. `None` when the corpus is not there (an error when
+/// `CI=true`); otherwise whether every case passed or was skipped.
+pub fn upstream_corpus() -> anyhow::Result<Option<bool>> {
+    let root = cmd::workspace_root();
+    let corpus = root.join("../shared/conformance/upstream-e2e.json");
+    if !corpus.is_file() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            bail!(
+                "CI=true and the upstream corpus is missing at {}",
+                corpus.display()
+            );
+        }
+        println!(
+            "xtask test: upstream conformance corpus SKIPPED: {} not found",
+            corpus.display()
+        );
+        return Ok(None);
+    }
+    println!("xtask test: upstream conformance corpus (IPv4, through ClusterIPs)");
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "-p",
+        "palisade",
+        "-p",
+        "palisade-tests",
+    ]))?;
+    let status = Command::new(profile_dir(&root, "debug").join("conformance"))
+        .arg("--cases")
+        .arg(&corpus)
+        .args(["--ip-family", "ipv4", "--target", "service"])
+        .status()?;
+    Ok(Some(status.success()))
 }
 
 #[cfg(test)]

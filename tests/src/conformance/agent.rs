@@ -261,10 +261,14 @@ impl Agent {
         };
         let log = std::fs::File::create(&paths.log).map_err(spawn_err)?;
         let log2 = log.try_clone().map_err(spawn_err)?;
-        cmd.stdin(Stdio::null()).stdout(log).stderr(log2).env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or("info".into()),
-        );
+        cmd.stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or("info".into()),
+            )
+            .env("NO_COLOR", "1");
         // SAFETY: prctl is async-signal-safe and touches only this child's own settings.
         unsafe {
             cmd.pre_exec(|| {
