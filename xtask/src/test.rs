@@ -4,7 +4,8 @@
 //!    crate for its own target);
 //! 2. `cargo test --workspace` (unit and host tests; privileged tests are `#[ignore]`d there);
 //! 3. as root, `cargo test --workspace --exclude palisade-ebpf -- --ignored`: the privileged tests (BPF_PROG_TEST_RUN,
-//!    network namespaces, real traffic). Not root: they are listed as not run.
+//!    network namespaces, real traffic), then the upstream conformance corpus, IPv4, through
+//!    ClusterIPs (counted as one test). Not root: they are listed as not run.
 //!
 //! Ends with one line `xtask test: N passed, N failed, N skipped`.
 
@@ -60,7 +61,13 @@ pub fn run() -> anyhow::Result<()> {
     let host = cargo_test(&[])?;
     let privileged = if cmd::is_root() {
         println!("xtask test: privileged tests (root): cargo test --workspace --exclude palisade-ebpf -- --ignored");
-        Some(cargo_test(&["--ignored"])?)
+        let mut tally = cargo_test(&["--ignored"])?;
+        match crate::conformance::upstream_corpus()? {
+            Some(true) => tally.passed += 1,
+            Some(false) => tally.failed += 1,
+            None => {}
+        }
+        Some(tally)
     } else {
         None
     };
@@ -75,6 +82,7 @@ fn summarize(host: &Tally, privileged: Option<&Tally>) -> anyhow::Result<()> {
             for name in &host.ignored_names {
                 println!("  - {name}");
             }
+            println!("  - the upstream conformance corpus (cargo xtask conformance)");
             (host.passed, host.failed, host.ignored)
         }
     };
