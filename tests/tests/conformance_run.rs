@@ -32,9 +32,9 @@ fn run_synthetic(family: Family) {
         .collect();
     assert!(failed.is_empty(), "{failed:#?}");
     let probes: Vec<_> = reports.iter().flat_map(|r| &r.probes).collect();
-    // Case 1 has 6 probe steps, case 2 has 4; each for every family and both targets.
+    // Case 1 has 7 probe steps, case 2 has 4; each for every family and both targets.
     let tables = family.ip_families().len() * 2;
-    assert_eq!(probes.len(), (6 + 4) * tables);
+    assert_eq!(probes.len(), (7 + 4) * tables);
     let sctp: Vec<_> = probes.iter().filter(|p| p.protocol == "SCTP").collect();
     assert_eq!(sctp.len(), tables);
     assert!(sctp
