@@ -463,6 +463,8 @@ fn service_traffic_is_decided_after_translation() {
         flags: EP_EGRESS_ISOLATED,
         generation: 1,
         identity: 500,
+        identity6: 500,
+        _pad: 0,
     };
     f.dp.set_endpoint(1000, &src).expect("src endpoint");
     f.allow(
@@ -478,6 +480,7 @@ fn service_traffic_is_decided_after_translation() {
     // Destination pod: the test-run endpoint (ifindex 1), identity PEER_ID, ingress open.
     let mut dst = f.endpoint(0, 1);
     dst.identity = PEER_ID;
+    dst.identity6 = PEER_ID;
     f.dp.set_endpoint(1, &dst).expect("dst endpoint");
     let cip: std::net::IpAddr = "10.96.0.10".parse().expect("ip");
     f.dp.add_service(cip, 80, proto::TCP).expect("service");

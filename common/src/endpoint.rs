@@ -34,8 +34,24 @@ pub struct Endpoint {
     /// Bumped whenever the endpoint's policy changes; conntrack entries remember the generation
     /// they were checked against and are re-checked on mismatch.
     pub generation: u32,
-    /// The pod's own identity (for events).
+    /// The identity of the pod's IPv4 address (for deferred Service verdicts and events).
     pub identity: u32,
+    /// The identity of its IPv6 address: it differs from the IPv4 one when an ipBlock names only
+    /// one of the two addresses.
+    pub identity6: u32,
+    pub _pad: u32,
+}
+
+impl Endpoint {
+    /// The pod's identity in the address family of a packet.
+    #[inline(always)]
+    pub const fn identity_for(&self, ipv6: bool) -> u32 {
+        if ipv6 {
+            self.identity6
+        } else {
+            self.identity
+        }
+    }
 }
 
 /// Allow traffic between pods and their own node's addresses (kubelet probes).

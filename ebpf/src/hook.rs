@@ -383,12 +383,19 @@ fn deferred_at_destination(ctx: &TcContext, ifindex: u32, ep: &Endpoint, s: &mut
             return finish(ifindex, dir, Some(p), &pass(Decision::AllowedTracked));
         }
     }
-    let out = lookup::check(&src, Direction::Egress, ep.identity, t.protocol, t.dport);
+    let v6 = p.l3 == L3::Ipv6;
+    let out = lookup::check(
+        &src,
+        Direction::Egress,
+        ep.identity_for(v6),
+        t.protocol,
+        t.dport,
+    );
     if !out.allowed() {
         ct::remove(&s.fwd);
         return finish(src_ifindex, Direction::Egress, Some(p), &out);
     }
-    let inb = lookup::check(ep, dir, src.identity, t.protocol, t.dport);
+    let inb = lookup::check(ep, dir, src.identity_for(v6), t.protocol, t.dport);
     if inb.allowed() {
         let mut v = ct::fresh(
             CtState::New,

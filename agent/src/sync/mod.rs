@@ -272,15 +272,18 @@ impl Syncer {
                 slot,
                 flags: EP_FAIL_CLOSED,
                 identity: IDENTITY_WORLD,
+                identity6: IDENTITY_WORLD,
                 ..Endpoint::default()
             };
         };
-        let identity = ep
-            .ips
-            .first()
-            .and_then(|ip| out.identities.prefixes.get(&IpNet::from(*ip)))
-            .copied()
-            .unwrap_or(IDENTITY_WORLD);
+        let identity_of = |v6: bool| {
+            ep.ips
+                .iter()
+                .find(|ip| ip.is_ipv6() == v6)
+                .and_then(|ip| out.identities.prefixes.get(&IpNet::from(*ip)))
+                .copied()
+                .unwrap_or(IDENTITY_WORLD)
+        };
         let (ingress_table, ingress_flag) = self.direction(&ep.ingress, EP_INGRESS_ISOLATED);
         let (egress_table, egress_flag) = self.direction(&ep.egress, EP_EGRESS_ISOLATED);
         let mut flags = ingress_flag | egress_flag;
@@ -294,7 +297,9 @@ impl Syncer {
             egress_table: egress_table.unwrap_or(0),
             flags,
             generation: 0,
-            identity,
+            identity: identity_of(false),
+            identity6: identity_of(true),
+            _pad: 0,
         }
     }
 
@@ -354,8 +359,21 @@ impl Syncer {
 }
 
 fn same_policy(a: &Endpoint, b: &Endpoint) -> bool {
-    (a.slot, a.ingress_table, a.egress_table, a.flags, a.identity)
-        == (b.slot, b.ingress_table, b.egress_table, b.flags, b.identity)
+    (
+        a.slot,
+        a.ingress_table,
+        a.egress_table,
+        a.flags,
+        a.identity,
+        a.identity6,
+    ) == (
+        b.slot,
+        b.ingress_table,
+        b.egress_table,
+        b.flags,
+        b.identity,
+        b.identity6,
+    )
 }
 
 fn state_of(fail_closed: bool) -> EndpointState {

@@ -55,6 +55,8 @@ impl Fixture {
             flags,
             generation,
             identity: 300,
+            identity6: 300,
+            _pad: 0,
         };
         self.dp.set_endpoint(1, &ep).expect("endpoint");
         ep
