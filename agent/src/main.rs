@@ -85,6 +85,9 @@ struct AgentArgs {
     /// Police traffic between pods and their own node like any other traffic.
     #[arg(long)]
     no_allow_node_traffic: bool,
+    /// The local socket (root-only) for the CNI plugin and `palisade status`.
+    #[arg(long)]
+    socket: Option<PathBuf>,
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -111,6 +114,7 @@ fn main() -> anyhow::Result<()> {
                 uplink: a.uplink,
                 allow_node_traffic: !a.no_allow_node_traffic,
                 poll: std::time::Duration::from_millis(50),
+                socket: a.socket,
             };
             palisade::daemon::run(&settings).context("agent")
         }

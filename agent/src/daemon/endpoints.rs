@@ -22,10 +22,16 @@ pub struct EndpointRecord {
 }
 
 /// Reads every report; unreadable ones and interfaces that do not exist are noted and skipped.
-pub fn load(dir: &Path, notes: &mut Vec<String>) -> BTreeMap<ObjectKey, Attachment> {
+/// Returns the attachments and the reports themselves (for their IPs).
+pub fn load(
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> (BTreeMap<ObjectKey, Attachment>, Vec<EndpointRecord>) {
+    notes.clear();
     let mut out = BTreeMap::new();
+    let mut records = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
+        return (out, records);
     };
     for path in entries.filter_map(Result::ok).map(|e| e.path()) {
         if !path.to_string_lossy().ends_with(ENDPOINT_FILE_SUFFIX) {
@@ -44,16 +50,18 @@ pub fn load(dir: &Path, notes: &mut Vec<String>) -> BTreeMap<ObjectKey, Attachme
         match ifindex(&rec.ifname) {
             Ok(idx) => {
                 let key = ObjectKey::new(&rec.namespace, &rec.name);
+                let ifname = rec.ifname.clone();
                 out.insert(
                     key,
                     Attachment {
-                        ifname: rec.ifname,
+                        ifname,
                         ifindex: idx,
                     },
                 );
+                records.push(rec);
             }
             Err(e) => notes.push(format!("endpoint {}/{}: {e}", rec.namespace, rec.name)),
         }
     }
-    out
+    (out, records)
 }

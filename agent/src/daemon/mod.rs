@@ -4,6 +4,7 @@
 
 mod endpoints;
 mod host;
+pub mod socket;
 mod status;
 mod watch;
 
@@ -36,6 +37,8 @@ pub struct Settings {
     pub uplink: Option<String>,
     pub allow_node_traffic: bool,
     pub poll: Duration,
+    /// The local socket for the CNI plugin and the CLI.
+    pub socket: Option<PathBuf>,
 }
 
 /// Errors that stop the agent (everything else is reported and survived).
@@ -45,6 +48,12 @@ pub enum DaemonError {
     Dataplane(#[from] DataplaneError),
     #[error("reading manifests: {0}")]
     Manifests(#[from] manifest::ManifestError),
+    #[error("local socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -76,7 +85,15 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
         let mode = dp.attach(uplink, Hook::Uplink)?;
         tracing::info!(uplink, ?mode, "uplink attached");
     }
-    let mut agent = Agent::new(settings);
+    let shared = socket::Shared::new(settings.endpoints.clone());
+    if let Some(path) = &settings.socket {
+        socket::serve(path, shared.clone()).map_err(|source| DaemonError::Socket {
+            path: path.clone(),
+            source,
+        })?;
+        tracing::info!(socket = %path.display(), "listening");
+    }
+    let mut agent = Agent::new(settings, shared);
     let adopted = agent.syncer.adopt(&mut dp)?;
     if adopted > 0 {
         tracing::info!(
@@ -112,10 +129,15 @@ struct Agent {
     revision: u64,
     attached: BTreeMap<crate::model::ObjectKey, crate::sync::Attachment>,
     notes: Vec<String>,
+    endpoint_notes: Vec<String>,
+    /// The model as the source gives it (before CNI-reported IPs are merged in).
+    source: Model,
+    records: Vec<EndpointRecord>,
+    shared: std::sync::Arc<socket::Shared>,
 }
 
 impl Agent {
-    fn new(settings: &Settings) -> Self {
+    fn new(settings: &Settings, shared: std::sync::Arc<socket::Shared>) -> Self {
         let options = CompileOptions {
             node: Some(settings.node.clone()),
             allow_node_traffic: settings.allow_node_traffic,
@@ -128,10 +150,14 @@ impl Agent {
             revision: 0,
             attached: BTreeMap::new(),
             notes: Vec::new(),
+            endpoint_notes: Vec::new(),
+            source: Model::new(),
+            records: Vec::new(),
+            shared,
         }
     }
 
-    /// One pass: reload what changed, compile, sync, and write status.
+    /// One pass: reload what changed, compile, sync, and publish status.
     fn pass(&mut self, dp: &mut Dataplane, s: &Settings) -> Result<(), DaemonError> {
         let m = watch::fingerprint(&s.manifests);
         let e = watch::fingerprint(&s.endpoints);
@@ -144,8 +170,9 @@ impl Agent {
             self.reload_manifests(s)?;
         }
         if self.endpoints_seen.as_ref() != Some(&e) {
-            self.attached = endpoints::load(&s.endpoints, &mut self.notes);
+            (self.attached, self.records) = endpoints::load(&s.endpoints, &mut self.endpoint_notes);
         }
+        self.recompile();
         let report = self.syncer.sync(
             dp,
             self.compiler.output(),
@@ -162,10 +189,17 @@ impl Agent {
             ms = started.elapsed().as_millis() as u64,
             "synced"
         );
+        let notes: Vec<String> = self
+            .notes
+            .iter()
+            .chain(&self.endpoint_notes)
+            .cloned()
+            .collect();
+        let status = Status::new(revision, &report, self.compiler.output(), &notes);
         if let Some(path) = &s.status {
-            let status = Status::new(revision, &report, self.compiler.output(), &self.notes);
             status.write(path);
         }
+        self.shared.publish(status);
         Ok(())
     }
 
@@ -184,12 +218,30 @@ impl Agent {
             name: s.node.clone(),
             addresses: host::addresses(),
         }));
+        self.source = model;
+        Ok(())
+    }
+
+    /// Compiles the source's model, with each local pod's IPs taken from its CNI report when its
+    /// status has none yet (the kubelet publishes the IP only after CNI ADD has returned).
+    fn recompile(&mut self) {
+        let mut model = self.source.clone();
+        for rec in &self.records {
+            let key = crate::model::ObjectKey::new(&rec.namespace, &rec.name);
+            if let Some(pod) = model.pods.get_mut(&key) {
+                if pod.ips.is_empty() {
+                    pod.ips = rec.ips.clone();
+                }
+            }
+        }
         let changes = diff(self.compiler.model(), &model);
+        if changes.is_empty() {
+            return;
+        }
         self.compiler.apply(changes);
         for p in &self.compiler.output().problems {
             tracing::warn!("{p}");
         }
-        Ok(())
     }
 }
 

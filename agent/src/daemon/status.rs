@@ -17,8 +17,10 @@ pub struct Status {
     pub sync_problems: Vec<SyncProblem>,
     /// Policy problems (invalid fields), each naming the policy and field.
     pub policy_problems: Vec<String>,
-    /// Manifest notes (skipped kinds, malformed documents).
+    /// Manifest notes (skipped kinds, malformed documents) and unusable endpoint reports.
     pub notes: Vec<String>,
+    /// When this sync finished.
+    pub synced_at: std::time::SystemTime,
 }
 
 impl Status {
@@ -29,6 +31,7 @@ impl Status {
             sync_problems: report.problems.clone(),
             policy_problems: out.problems.iter().map(ToString::to_string).collect(),
             notes: notes.to_vec(),
+            synced_at: std::time::SystemTime::now(),
         }
     }
 
