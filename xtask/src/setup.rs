@@ -29,6 +29,9 @@ const PACKAGES: &[&str] = &[
     "bpftool",
     "tcpdump",
     "util-linux",
+    // The VM tier (`cargo xtask vm-test`): qemu, and a static busybox for the guest's initramfs.
+    "qemu-system-x86",
+    "busybox-static",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
