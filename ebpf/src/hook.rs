@@ -102,8 +102,9 @@ pub fn endpoint(ctx: &TcContext, dir: Direction) -> i32 {
     let ifindex = context::ifindex(ctx);
     // SAFETY: the value is copied out at once.
     let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }).copied() else {
-        // Not (or no longer) a managed endpoint: the agent attaches only after writing the record.
-        return TC_ACT_OK;
+        // The programs are only attached to managed veths, after their record is written and
+        // until after it is removed: no record means it could not be written (a full table).
+        return no_record(ctx, ifindex, dir);
     };
     let Some(s) = scratch() else {
         return TC_ACT_SHOT;
@@ -128,6 +129,21 @@ pub fn endpoint(ctx: &TcContext, dir: Direction) -> i32 {
         }
     };
     finish(ifindex, dir, Some(&s.p), &check)
+}
+
+/// A managed veth without an endpoint record fails closed (ARP and neighbour discovery aside).
+#[inline(always)]
+fn no_record(ctx: &TcContext, ifindex: u32, dir: Direction) -> i32 {
+    let Some(s) = scratch() else {
+        return TC_ACT_SHOT;
+    };
+    let check = match parse_into(&Skb(ctx), &mut s.p) {
+        Ok(()) if s.p.l3 == L3::Arp || s.p.icmp == Icmp::NeighbourDiscovery => {
+            pass(Decision::AllowedProtocol)
+        }
+        _ => drop(DropReason::EndpointFailClosed),
+    };
+    finish(ifindex, dir, None, &check)
 }
 
 #[inline(always)]

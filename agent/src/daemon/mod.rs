@@ -134,7 +134,12 @@ struct Agent {
     source: Model,
     records: Vec<EndpointRecord>,
     shared: std::sync::Arc<socket::Shared>,
+    /// When the last pass left something undone (retried after [`RETRY_EVERY`]).
+    last_failed: Option<Instant>,
 }
+
+/// How often work that failed is retried.
+const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 impl Agent {
     fn new(settings: &Settings, shared: std::sync::Arc<socket::Shared>) -> Self {
@@ -154,6 +159,7 @@ impl Agent {
             source: Model::new(),
             records: Vec::new(),
             shared,
+            last_failed: None,
         }
     }
 
@@ -161,7 +167,10 @@ impl Agent {
     fn pass(&mut self, dp: &mut Dataplane, s: &Settings) -> Result<(), DaemonError> {
         let m = watch::fingerprint(&s.manifests);
         let e = watch::fingerprint(&s.endpoints);
-        if self.manifests_seen.as_ref() == Some(&m) && self.endpoints_seen.as_ref() == Some(&e) {
+        let unchanged = self.manifests_seen.as_ref() == Some(&m) && self.endpoints_seen.as_ref() == Some(&e);
+        // Work that failed (a full map, an interface not there yet) is retried every second.
+        let retry = self.last_failed.is_some_and(|t| t.elapsed() >= RETRY_EVERY);
+        if unchanged && !retry {
             return Ok(());
         }
         let started = Instant::now();
@@ -181,6 +190,8 @@ impl Agent {
         );
         self.manifests_seen = Some(m);
         self.endpoints_seen = Some(e);
+        let failed = !report.problems.is_empty() || !self.endpoint_notes.is_empty();
+        self.last_failed = failed.then(Instant::now);
         self.revision = revision;
         tracing::info!(
             revision,

@@ -219,11 +219,8 @@ impl Syncer {
             _ => match self.alloc_slot() {
                 Some(s) => s,
                 None => {
-                    push(
-                        report,
-                        Some(key),
-                        "endpoint table full: no free slot".to_owned(),
-                    );
+                    push(report, Some(key), "endpoint table full: no free slot; the pod fails closed".to_owned());
+                    attach_fail_closed(dp, key, att, report);
                     return EndpointState::Error;
                 }
             },
@@ -239,7 +236,11 @@ impl Syncer {
         self.generation = self.generation.wrapping_add(1);
         want.generation = self.generation;
         if let Err(e) = dp.set_endpoint(att.ifindex, &want) {
-            push(report, Some(key), format!("writing endpoint record: {e}"));
+            push(report, Some(key), format!("writing endpoint record: {e}; the pod fails closed"));
+            if previous.is_none() {
+                self.free_slots.push(slot);
+                attach_fail_closed(dp, key, att, report);
+            }
             return EndpointState::Error;
         }
         report.map_writes += 1;
@@ -355,6 +356,16 @@ impl Syncer {
         }
         self.next_slot += 1;
         Some(self.next_slot - 1)
+    }
+}
+
+/// Attaches the programs to a pod whose record could not be written: without a record they drop
+/// everything but ARP and neighbour discovery, so the pod is isolated until a later sync succeeds.
+fn attach_fail_closed(dp: &mut Dataplane, key: &ObjectKey, att: &Attachment, report: &mut SyncReport) {
+    for hook in [Hook::FromPod, Hook::ToPod] {
+        if let Err(e) = dp.attach(&att.ifname, hook) {
+            push(report, Some(key), format!("attaching {hook:?} to {}: {e}", att.ifname));
+        }
     }
 }
 
