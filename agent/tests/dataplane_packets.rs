@@ -631,3 +631,36 @@ fn a_full_conntrack_table_evicts_and_never_fails_open() {
     assert_eq!(f.run(Hook::FromPod, &syn(POD, OTHER, 50001, 80)), SHOT);
     assert_eq!(f.run(Hook::FromPod, &syn(POD, PEER, 50002, 81)), SHOT);
 }
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
+fn portless_protocols_are_denied_unless_a_rule_allows_all_protocols() {
+    let mut f = ingress_fixture("gre");
+    let gre = Frame::new(v4(PEER), v4(POD), L4::Raw(47)).build();
+    assert_eq!(f.run(Hook::ToPod, &gre), SHOT);
+    assert_eq!(f.count(DropReason::ProtocolDenied), 1);
+    f.allow(10, PEER_ID, None, None, 8);
+    assert_eq!(
+        f.run(Hook::ToPod, &gre),
+        OK,
+        "a rule without ports allows every protocol"
+    );
+}
+
+#[test]
+#[ignore = "privileged: needs root (cargo xtask test runs it)"]
+fn uninstall_removes_every_pin() {
+    use palisade::dataplane::{Dataplane, PrivateBpffs};
+    let fs = PrivateBpffs::new("uninstall").expect("bpffs");
+    let dp = Dataplane::load(fs.path()).expect("load");
+    let root = dp.pin_root().to_owned();
+    assert!(
+        root.join("maps").join("PAL_EP_V1").exists(),
+        "maps are pinned"
+    );
+    dp.uninstall().expect("uninstall");
+    assert!(!root.exists(), "{} still exists", root.display());
+    // A new load starts from empty maps.
+    let mut dp = Dataplane::load(fs.path()).expect("reload");
+    assert!(dp.existing().expect("existing").endpoints.is_empty());
+}

@@ -311,13 +311,17 @@ fn new_flow(ctx: &TcContext, ep: &Endpoint, dir: Direction, s: &mut Scratch) -> 
         return pass(Decision::Deferred);
     }
     let peer = lookup::identity_of(peer_addr(p, dir));
-    let c = lookup::check(ep, dir, peer, t.protocol, t.dport);
+    let mut c = lookup::check(ep, dir, peer, t.protocol, t.dport);
     if c.allowed() {
         ct::create(
             &s.fwd,
             &ct::fresh(CtState::New, outbound, ep.generation, c.rule_id),
         );
         return c;
+    }
+    if !matches!(t.protocol, proto::TCP | proto::UDP | proto::SCTP | proto::ICMP | proto::ICMPV6) {
+        // Only a rule without ports (all protocols) could have allowed it.
+        c.reason = DropReason::ProtocolDenied;
     }
     // A mid-stream packet of a flow older than the programs: allowed if it is a reply of a flow
     // whose opening direction policy allows.
