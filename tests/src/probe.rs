@@ -5,6 +5,9 @@
 //! connect succeeds and some reply bytes arrive before the timeout. UDP: the server echoes
 //! `<id> udp <port> <payload>`; a probe is allowed when an echo arrives before the timeout
 //! (the request is re-sent a few times within it, so one lost datagram is not a denial).
+//! SCTP: as TCP, over one-to-one (`SOCK_STREAM`) SCTP sockets: the server accepts an
+//! association, writes `<id> sctp <port>\n` and closes. Kernels without SCTP (no `sctp`
+//! module) cannot open such sockets: [`sctp_supported`] says so before anything is probed.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -18,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub enum Proto {
     Tcp,
     Udp,
+    Sctp,
 }
 
 impl Proto {
@@ -26,6 +30,7 @@ impl Proto {
         match self {
             Proto::Tcp => "tcp",
             Proto::Udp => "udp",
+            Proto::Sctp => "sctp",
         }
     }
 }
@@ -70,6 +75,7 @@ pub fn connect(target: &Target) -> Outcome {
     let result = match target.proto {
         Proto::Tcp => tcp_probe(target.addr, timeout),
         Proto::Udp => udp_probe(target.addr, timeout),
+        Proto::Sctp => sctp_probe(target.addr, timeout),
     };
     let (allowed, reply, error) = match result {
         Ok(reply) => (true, Some(reply), None),
@@ -98,7 +104,18 @@ pub fn batch(targets: &[Target]) -> Vec<Outcome> {
 
 fn tcp_probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
     let deadline = Instant::now() + timeout;
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    read_reply(stream, deadline)
+}
+
+fn sctp_probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
+    let deadline = Instant::now() + timeout;
+    let stream = sctp::connect(addr, timeout)?;
+    read_reply(stream, deadline)
+}
+
+/// Reads the server's one line (TCP, or an SCTP association behind a `TcpStream`).
+fn read_reply(mut stream: TcpStream, deadline: Instant) -> std::io::Result<String> {
     let left = deadline.saturating_duration_since(Instant::now());
     stream.set_read_timeout(Some(left.max(Duration::from_millis(1))))?;
     let mut buf = Vec::new();
@@ -174,6 +191,27 @@ pub fn serve(id: &str, tcp: &[u16], udp: &[u16]) -> Result<(), ProbeError> {
     Ok(())
 }
 
+/// Binds every SCTP port like [`serve`] binds TCP ports, and serves each on its own thread.
+/// Fails (with the kernel's error) where the kernel has no SCTP.
+pub fn serve_sctp(id: &str, ports: &[u16]) -> Result<(), ProbeError> {
+    for &port in ports {
+        let listener = bind_any(port, sctp::listen).map_err(|source| ProbeError::Bind {
+            proto: Proto::Sctp,
+            port,
+            source,
+        })?;
+        let reply = format!("{id} sctp {port}\n");
+        std::thread::spawn(move || serve_tcp(&listener, reply.as_bytes()));
+    }
+    Ok(())
+}
+
+/// Whether this kernel can open SCTP sockets: `Err` is the kernel's answer to
+/// `socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)` (typically "protocol not supported").
+pub fn sctp_supported() -> std::io::Result<()> {
+    sctp::socket(libc::AF_INET).map(drop)
+}
+
 fn bind_any<T>(port: u16, bind: impl Fn(SocketAddr) -> std::io::Result<T>) -> std::io::Result<T> {
     bind((Ipv6Addr::UNSPECIFIED, port).into())
         .or_else(|_| bind((Ipv4Addr::UNSPECIFIED, port).into()))
@@ -195,6 +233,145 @@ fn serve_udp(sock: &UdpSocket, prefix: &[u8]) {
         let mut out = prefix.to_vec();
         out.extend_from_slice(&buf[..n]);
         let _ = sock.send_to(&out, from);
+    }
+}
+
+/// One-to-one SCTP sockets through libc (std has no SCTP). A connected or listening SCTP
+/// `SOCK_STREAM` socket supports exactly the calls std's `TcpStream`/`TcpListener` make for
+/// the probe (`accept4`, `read`, `write`, `SO_RCVTIMEO`, `FIONBIO`, `close`), so the
+/// descriptors are handed to those types once set up.
+mod sctp {
+    use std::io;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+    use std::time::Duration;
+
+    pub fn socket(family: libc::c_int) -> io::Result<OwnedFd> {
+        // SAFETY: socket(2) with constant arguments.
+        let fd = unsafe {
+            libc::socket(
+                family,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                libc::IPPROTO_SCTP,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    fn check(ret: libc::c_int) -> io::Result<()> {
+        if ret < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The C form of `addr`: storage and the length that is valid in it.
+    fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: all-zero bytes are a valid sockaddr_storage.
+        let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin) };
+                size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: a.flowinfo(),
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: a.scope_id(),
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+                unsafe { std::ptr::write((&raw mut storage).cast(), sin6) };
+                size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (storage, len as libc::socklen_t)
+    }
+
+    fn family(addr: SocketAddr) -> libc::c_int {
+        match addr {
+            SocketAddr::V4(_) => libc::AF_INET,
+            SocketAddr::V6(_) => libc::AF_INET6,
+        }
+    }
+
+    /// A listening SCTP socket on `addr` (`[::]` accepts IPv4 too, as mapped addresses).
+    pub fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+        let fd = socket(family(addr))?;
+        let one: libc::c_int = 1;
+        let (sa, len) = sockaddr(addr);
+        // SAFETY: valid descriptor; option and address point to live values of the given sizes.
+        unsafe {
+            check(libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                (&raw const one).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ))?;
+            check(libc::bind(fd.as_raw_fd(), (&raw const sa).cast(), len))?;
+            check(libc::listen(fd.as_raw_fd(), 128))?;
+        }
+        Ok(TcpListener::from(fd))
+    }
+
+    /// Opens an association to `addr`, failing after `timeout` (a dropped INIT is retried by
+    /// the kernel for much longer than any probe waits).
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        let stream = TcpStream::from(socket(family(addr))?);
+        stream.set_nonblocking(true)?;
+        let (sa, len) = sockaddr(addr);
+        // SAFETY: valid descriptor and an address of `len` valid bytes.
+        let ret = unsafe { libc::connect(stream.as_raw_fd(), (&raw const sa).cast(), len) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINPROGRESS) {
+                return Err(err);
+            }
+            wait_writable(&stream, timeout)?;
+            if let Some(err) = stream.take_error()? {
+                return Err(err);
+            }
+        }
+        stream.set_nonblocking(false)?;
+        Ok(stream)
+    }
+
+    fn wait_writable(stream: &TcpStream, timeout: Duration) -> io::Result<()> {
+        let mut pfd = libc::pollfd {
+            fd: stream.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&raw mut pfd, 1, ms.max(1)) };
+        match n {
+            n if n < 0 => Err(io::Error::last_os_error()),
+            0 => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "SCTP association not established within the timeout",
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -230,5 +407,29 @@ mod tests {
         };
         let o = connect(&t);
         assert!(!o.allowed && o.error.is_some());
+    }
+
+    #[test]
+    fn sctp_on_loopback_or_reported_unsupported() {
+        if let Err(e) = sctp_supported() {
+            eprintln!("no SCTP in this kernel ({e}): serving must fail with the kernel's error");
+            assert!(serve_sctp("t/p", &[1]).is_err());
+            return;
+        }
+        let port = 40000 + (std::process::id() % 20000) as u16;
+        serve_sctp("t/p", &[port]).unwrap();
+        let t = |port| Target {
+            proto: Proto::Sctp,
+            addr: (Ipv4Addr::LOCALHOST, port).into(),
+            timeout_ms: 1000,
+        };
+        let o = connect(&t(port));
+        assert_eq!(
+            o.reply.as_deref(),
+            Some(&*format!("t/p sctp {port}")),
+            "{o:?}"
+        );
+        let closed = connect(&t(port.wrapping_add(1)));
+        assert!(!closed.allowed && closed.error.is_some(), "{closed:?}");
     }
 }

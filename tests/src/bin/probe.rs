@@ -1,10 +1,15 @@
 //! `probe`: the probe server and client that run inside pod namespaces.
 //!
 //! ```text
-//! probe serve --id NS/NAME [--tcp 80,81] [--udp 80,81]   prints "ready" once bound; exits on stdin EOF
-//! probe connect --tcp|--udp ADDR:PORT [--timeout-ms N]   prints one JSON outcome; exit 0 allowed, 1 not
+//! probe serve --id NS/NAME [--tcp 80,81] [--udp 80,81] [--sctp 80,81]
+//!                                                        prints "ready" once bound; exits on stdin EOF
+//! probe connect --tcp|--udp|--sctp ADDR:PORT [--timeout-ms N]
+//!                                                        prints one JSON outcome; exit 0 allowed, 1 not
 //! probe batch                                            JSON array of targets on stdin, one JSON line each
 //! ```
+//!
+//! `--sctp` needs a kernel with SCTP: serving fails (exit 2, the kernel's error on stderr) and
+//! probing reports not allowed, with the error, where `socket(.., IPPROTO_SCTP)` fails.
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -26,8 +31,8 @@ fn main() -> ExitCode {
 }
 
 fn usage() -> String {
-    "usage: probe serve --id ID [--tcp P,..] [--udp P,..] | probe connect --tcp|--udp ADDR:PORT \
-     [--timeout-ms N] | probe batch"
+    "usage: probe serve --id ID [--tcp P,..] [--udp P,..] [--sctp P,..] | \
+     probe connect --tcp|--udp|--sctp ADDR:PORT [--timeout-ms N] | probe batch"
         .to_owned()
 }
 
@@ -49,16 +54,21 @@ fn ports(list: &str) -> Result<Vec<u16>, String> {
 }
 
 fn serve(args: &[String]) -> Result<ExitCode, String> {
-    let (mut id, mut tcp, mut udp) = ("probe".to_owned(), Vec::new(), Vec::new());
+    let (mut id, mut tcp, mut udp, mut sctp) =
+        ("probe".to_owned(), Vec::new(), Vec::new(), Vec::new());
     for (k, v) in flags(args)? {
         match k {
             "--id" => id = v.to_owned(),
             "--tcp" => tcp = ports(v)?,
             "--udp" => udp = ports(v)?,
+            "--sctp" => sctp = ports(v)?,
             _ => return Err(usage()),
         }
     }
     probe::serve(&id, &tcp, &udp).map_err(|e| e.to_string())?;
+    if !sctp.is_empty() {
+        probe::serve_sctp(&id, &sctp).map_err(|e| e.to_string())?;
+    }
     println!("ready");
     std::io::stdout().flush().map_err(|e| e.to_string())?;
     // The harness holds our stdin open; EOF means it is gone, so we go too.
@@ -74,6 +84,7 @@ fn connect(args: &[String]) -> Result<ExitCode, String> {
         match k {
             "--tcp" => target = Some((Proto::Tcp, addr()?)),
             "--udp" => target = Some((Proto::Udp, addr()?)),
+            "--sctp" => target = Some((Proto::Sctp, addr()?)),
             "--timeout-ms" => timeout_ms = v.parse().map_err(|e| format!("bad timeout: {e}"))?,
             _ => return Err(usage()),
         }
