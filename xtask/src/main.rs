@@ -1,4 +1,4 @@
-//! Developer and CI entry points: `cargo xtask setup|test|demo|conformance|bench`. xtask runs and tests; it never
+//! Developer and CI entry points: `cargo xtask setup|test|demo|conformance|bench|vm-test`. xtask runs and tests; it never
 //! builds the eBPF object itself (agent/build.rs does, through aya-build).
 
 mod bench;
@@ -7,6 +7,7 @@ mod conformance;
 mod demo;
 mod setup;
 mod test;
+mod vm;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +30,8 @@ enum Command {
     Conformance(conformance::Args),
     /// Benchmarks: per-packet cost, control plane, traffic; writes JSON, SVG plots and a report (root).
     Bench(bench::Args),
+    /// The privileged tests and the conformance corpus on another kernel (Debian 6.1) in a qemu VM.
+    VmTest(vm::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,5 +41,6 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Conformance(args) => conformance::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::VmTest(args) => vm::run(&args),
     }
 }
