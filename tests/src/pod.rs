@@ -45,6 +45,15 @@ impl Port {
         }
     }
 
+    /// An SCTP port: served only where the kernel has SCTP (`probe::sctp_supported`).
+    pub fn sctp(port: u16) -> Self {
+        Port {
+            proto: Proto::Sctp,
+            port,
+            name: None,
+        }
+    }
+
     /// Gives the port a name (`serve-80-tcp`), for named-port policies.
     pub fn named(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
@@ -271,9 +280,12 @@ fn start_server(pod: &Pod, bin: &Path) -> Result<ProbeServer, PodError> {
     let mut cmd = netns::command_in(&pod.netns, bin)?;
     cmd.args(["serve", "--id", &pod.key()])
         .args(["--tcp", &port_list(&pod.ports, Proto::Tcp)])
-        .args(["--udp", &port_list(&pod.ports, Proto::Udp)])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
+        .args(["--udp", &port_list(&pod.ports, Proto::Udp)]);
+    let sctp = port_list(&pod.ports, Proto::Sctp);
+    if !sctp.is_empty() {
+        cmd.args(["--sctp", &sctp]);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| PodError::ProbeSpawn {
         bin: bin.to_owned(),
         source,

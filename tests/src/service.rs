@@ -7,6 +7,8 @@
 //! Service (hairpin) is marked 0x4000 by KUBE-MARK-MASQ and masqueraded in KUBE-POSTROUTING.
 //! Every sync rewrites all KUBE-SVC/SEP chains in one `iptables-restore --noflush`, which is
 //! atomic, and deletes the chains the previous sync had but this one does not (as kube-proxy).
+//! SCTP ports are matched with `-p sctp -m sctp --dport` (the kernel needs `xt_sctp` and
+//! SCTP conntrack/NAT, as kube-proxy's SCTP Services do).
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
@@ -263,5 +265,17 @@ mod tests {
         assert!(rules.contains("-X KUBE-SVC-S1P0\n"));
         let (v4, chains) = render(IpFamily::Ipv4, &[&s], &BTreeSet::new());
         assert!(chains.is_empty() && !v4.contains("DNAT"));
+    }
+
+    #[test]
+    fn sctp_ports_use_the_sctp_match() {
+        let mut s = svc(&["10.244.0.2"]);
+        s.ports[0].proto = Proto::Sctp;
+        let (rules, _) = render(IpFamily::Ipv4, &[&s], &BTreeSet::new());
+        assert!(
+            rules.contains("-d 10.96.0.10/32 -p sctp -m comment --comment \"x/s-x-a:80-sctp cluster IP\" -m sctp --dport 80"),
+            "{rules}"
+        );
+        assert!(rules.contains("-p sctp -m sctp -j DNAT --to-destination 10.244.0.2:8080"));
     }
 }

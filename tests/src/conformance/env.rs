@@ -69,13 +69,14 @@ pub fn node_name(idx: usize) -> String {
     format!("node-{idx}")
 }
 
-/// The harness ports of a case pod: its TCP and UDP containerPorts.
+/// The harness ports of a case pod: its served containerPorts.
 fn harness_ports(pod: &PodState) -> Vec<Port> {
     pod.served_ports()
         .map(|p| {
             let port = match p.protocol {
                 Protocol::Udp => Port::udp(p.container_port),
-                _ => Port::tcp(p.container_port),
+                Protocol::Sctp => Port::sctp(p.container_port),
+                Protocol::Tcp => Port::tcp(p.container_port),
             };
             match &p.name {
                 Some(n) => port.named(n),

@@ -1,6 +1,6 @@
 //! One step of a case: a probe measured for every IP family and target, turned into report
 //! entries (and printed side-by-side tables when a table does not match). SCTP probes are
-//! reported skipped with the reason.
+//! reported skipped, with the reason, on kernels without SCTP.
 
 use std::collections::BTreeMap;
 
@@ -44,19 +44,13 @@ pub fn family_name(f: IpFamily) -> &'static str {
     }
 }
 
-/// The reason SCTP probes are skipped on this machine.
-pub fn sctp_reason() -> String {
-    // SAFETY: socket(2) with constant arguments; the descriptor is closed right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM, libc::IPPROTO_SCTP) };
-    if fd < 0 {
-        let err = std::io::Error::last_os_error();
-        return format!(
+/// Why SCTP probes are skipped on this machine; `None` where the kernel has SCTP.
+pub fn sctp_reason() -> Option<String> {
+    crate::probe::sctp_supported().err().map(|err| {
+        format!(
             "SCTP cannot be probed: this kernel has no SCTP (socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP): {err}); SCTP is covered by the packet-level tests"
-        );
-    }
-    // SAFETY: fd is a descriptor we own.
-    unsafe { libc::close(fd) };
-    "SCTP cannot be probed: the probe binary speaks only TCP and UDP".to_owned()
+        )
+    })
 }
 
 pub fn skipped(
@@ -110,8 +104,9 @@ pub fn probe_step(
     let proto = match ctx.probe.protocol {
         Protocol::Tcp => Proto::Tcp,
         Protocol::Udp => Proto::Udp,
+        Protocol::Sctp if sctp_reason().is_none() => Proto::Sctp,
         Protocol::Sctp => {
-            let why = sctp_reason();
+            let why = sctp_reason().unwrap_or_default();
             let all = ctx.families.iter().flat_map(|f| {
                 let why = &why;
                 ctx.targets

@@ -50,9 +50,12 @@ pub struct PodState {
 }
 
 impl PodState {
-    /// The TCP and UDP ports it serves and its Service exposes (no SCTP in this kernel).
+    /// The ports it serves and its Service exposes: SCTP ones only where the kernel has SCTP.
     pub fn served_ports(&self) -> impl Iterator<Item = &ContainerPort> {
-        self.ports.iter().filter(|p| p.protocol != Protocol::Sctp)
+        let sctp = crate::probe::sctp_supported().is_ok();
+        self.ports
+            .iter()
+            .filter(move |p| sctp || p.protocol != Protocol::Sctp)
     }
 }
 
