@@ -9,6 +9,7 @@ pub mod compiler;
 pub mod daemon;
 pub mod dataplane;
 pub mod model;
+pub mod observe;
 pub mod reference;
 pub mod source;
 pub mod sync;

@@ -18,6 +18,11 @@ pub const EP_INGRESS_ISOLATED: u32 = 1 << 0;
 pub const EP_EGRESS_ISOLATED: u32 = 1 << 1;
 /// Drop everything but ARP/ND: the agent could not write this endpoint's policy completely.
 pub const EP_FAIL_CLOSED: u32 = 1 << 2;
+/// Audit mode for traffic the pod receives: a policy deny passes and is reported as
+/// `Decision::Audited` (never for malformed packets or fail-closed endpoints).
+pub const EP_AUDIT_INGRESS: u32 = 1 << 3;
+/// Audit mode for traffic the pod sends (see [`EP_AUDIT_INGRESS`]).
+pub const EP_AUDIT_EGRESS: u32 = 1 << 4;
 
 /// Per-endpoint record.
 #[repr(C)]

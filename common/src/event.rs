@@ -6,6 +6,9 @@ pub const MAP_EVENTS: &str = "PAL_EVENTS_V1";
 pub const EVENTS_BYTES: u32 = 1 << 20;
 /// Name of the per-CPU counters array, indexed by `DropReason` (index 0 counts passed packets).
 pub const MAP_COUNTERS: &str = "PAL_COUNTERS_V1";
+/// Name of the per-CPU array of packets passed in audit mode, indexed by the `DropReason` that
+/// enforcement would have applied.
+pub const MAP_AUDITED: &str = "PAL_AUDIT_V1";
 
 /// One verdict, as the programs report it.
 #[repr(C)]

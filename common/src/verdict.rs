@@ -94,4 +94,7 @@ pub enum Decision {
     AllowedProtocol = 5,
     /// Passed on to be decided where the Service-translated destination is visible.
     Deferred = 6,
+    /// Policy denied it, but the endpoint is in audit mode: passed, reported, counted as audited
+    /// (the event's drop reason says what enforcement would have done).
+    Audited = 7,
 }

@@ -9,12 +9,21 @@ use palisade_common::{
 
 use crate::{
     lookup::Check,
-    maps::{ALLOW_RATE, CONFIG, COUNTERS, EVENTS},
+    maps::{ALLOW_RATE, AUDITED, CONFIG, COUNTERS, EVENTS},
 };
 
 #[inline(always)]
 pub fn count(reason: DropReason) {
     if let Some(c) = COUNTERS.get_ptr_mut(reason as u32) {
+        // SAFETY: per-CPU slot, no concurrent writer on this CPU.
+        unsafe { *c += 1 };
+    }
+}
+
+/// Counts a packet that passed in audit mode under the reason enforcement would have dropped it.
+#[inline(always)]
+pub fn count_audited(reason: DropReason) {
+    if let Some(c) = AUDITED.get_ptr_mut(reason as u32) {
         // SAFETY: per-CPU slot, no concurrent writer on this CPU.
         unsafe { *c += 1 };
     }

@@ -9,8 +9,8 @@ use palisade_common::{
         tcp_opens, CtKey, CtState, CtValue, CT_FLAG_DEFERRED, CT_FLAG_OUTBOUND, CT_FLAG_SRC_CHECKED,
     },
     endpoint::{
-        Endpoint, ServiceKey, EP_EGRESS_ISOLATED, EP_FAIL_CLOSED, EP_INGRESS_ISOLATED,
-        MARK_DEFERRED, MARK_MASK, MARK_SLOT_SHIFT,
+        Endpoint, ServiceKey, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS, EP_EGRESS_ISOLATED,
+        EP_FAIL_CLOSED, EP_INGRESS_ISOLATED, MARK_DEFERRED, MARK_MASK, MARK_SLOT_SHIFT,
     },
     packet::{parse_into, Fragment, Icmp, Parsed, L3},
     proto,
@@ -58,6 +58,31 @@ const fn isolated(ep: &Endpoint, dir: Direction) -> bool {
     ep.flags & (flag | EP_FAIL_CLOSED) != 0
 }
 
+/// Audit mode: a policy deny of `dir` at an endpoint that audits `dir` passes as `Audited`,
+/// keeping the reason enforcement would have applied. Malformed packets, unrelated ICMP errors,
+/// unknown fragments and fail-closed endpoints are never audited.
+#[inline(always)]
+fn audited(ep: &Endpoint, dir: Direction, c: Check) -> Check {
+    let flag = match dir {
+        Direction::Ingress => EP_AUDIT_INGRESS,
+        Direction::Egress => EP_AUDIT_EGRESS,
+    };
+    let policy = matches!(
+        c.reason,
+        DropReason::IngressPolicyDenied
+            | DropReason::EgressPolicyDenied
+            | DropReason::Revoked
+            | DropReason::ProtocolDenied
+    );
+    if c.allowed() || !policy || ep.flags & flag == 0 || ep.flags & EP_FAIL_CLOSED != 0 {
+        return c;
+    }
+    Check {
+        decision: Decision::Audited,
+        ..c
+    }
+}
+
 /// The other side of the flow as seen from the endpoint, for a packet travelling in `dir`.
 #[inline(always)]
 fn peer_addr(p: &Parsed, dir: Direction) -> &[u8; 16] {
@@ -70,6 +95,15 @@ fn peer_addr(p: &Parsed, dir: Direction) -> &[u8; 16] {
 /// Counts the verdict, reports drops, and turns the verdict into a TC action.
 #[inline(always)]
 fn finish(ifindex: u32, dir: Direction, p: Option<&Parsed>, check: &Check) -> i32 {
+    if matches!(check.decision, Decision::Audited) {
+        // Passed, but reported (always, like a drop) and counted under the would-be reason.
+        events::count(DropReason::None);
+        events::count_audited(check.reason);
+        if let Some(p) = p {
+            events::report(ifindex, dir, &p.tuple, check);
+        }
+        return TC_ACT_OK;
+    }
     events::count(check.reason);
     if check.allowed() {
         // Allow events only for new flows (tracked packets would flood the log).
@@ -228,25 +262,32 @@ fn tracked_or_new(
 ) -> Check {
     ct::keys(&s.p, ifindex, &mut s.fwd, &mut s.rev);
     let p = &s.p;
+    let mut out = pass(Decision::AllowedTracked);
     if let Some(v) = ct::get(&s.fwd) {
         // SAFETY: pointer from a map lookup.
         if unsafe { (*v).flags } & CT_FLAG_DEFERRED != 0 {
             defer(ctx, ep);
-        } else if let Some(revoked) = recheck(v, ep, dir, dir, p, p.tuple.dport) {
-            return revoked;
+        } else if let Some(c) = recheck(v, ep, dir, dir, p, p.tuple.dport) {
+            if !c.allowed() {
+                return c;
+            }
+            out = c;
         }
         ct::touch(v, p.tuple.protocol, p.tcp_flags, false);
-        return pass(Decision::AllowedTracked);
+        return out;
     }
     if let Some(v) = ct::get(&s.rev) {
         // SAFETY: pointer from a map lookup.
         if unsafe { (*v).flags } & CT_FLAG_DEFERRED == 0 {
-            if let Some(revoked) = recheck(v, ep, dir, opposite(dir), p, p.tuple.sport) {
-                return revoked;
+            if let Some(c) = recheck(v, ep, dir, opposite(dir), p, p.tuple.sport) {
+                if !c.allowed() {
+                    return c;
+                }
+                out = c;
             }
         }
         ct::touch(v, p.tuple.protocol, p.tcp_flags, true);
-        return pass(Decision::AllowedTracked);
+        return out;
     }
     new_flow(ctx, ep, dir, s)
 }
@@ -254,8 +295,9 @@ fn tracked_or_new(
 /// Keeps a flow's verdict current. On a policy change (generation mismatch) it checks the flow's
 /// opening direction again: a flow the new policy denies becomes a `Revoked` tombstone (every
 /// packet dropped, nothing picked up mid-stream), one it allows again comes back. Returns the drop
-/// to apply. `dir` is this packet's direction; the peer is the other side of the flow whichever
-/// way the packet travels.
+/// to apply, or the audit verdict to report when audit mode lets a denied flow go on. `dir` is
+/// this packet's direction; the peer is the other side of the flow whichever way the packet
+/// travels.
 #[inline(always)]
 fn recheck(
     v: *mut CtValue,
@@ -272,7 +314,11 @@ fn recheck(
         return revoked.then_some(drop(DropReason::Revoked));
     }
     let peer = lookup::identity_of(peer_addr(p, dir));
-    let c = lookup::check(ep, open_dir, peer, p.tuple.protocol, port);
+    let c = audited(
+        ep,
+        open_dir,
+        lookup::check(ep, open_dir, peer, p.tuple.protocol, port),
+    );
     // SAFETY: as above.
     unsafe {
         (*v).generation = ep.generation;
@@ -283,6 +329,9 @@ fn recheck(
         } else if revoked {
             (*v).state = CtState::Established as u8;
         }
+    }
+    if matches!(c.decision, Decision::Audited) {
+        return Some(c);
     }
     (!c.allowed()).then_some(Check {
         peer_identity: peer,
@@ -319,7 +368,10 @@ fn new_flow(ctx: &TcContext, ep: &Endpoint, dir: Direction, s: &mut Scratch) -> 
         );
         return c;
     }
-    if !matches!(t.protocol, proto::TCP | proto::UDP | proto::SCTP | proto::ICMP | proto::ICMPV6) {
+    if !matches!(
+        t.protocol,
+        proto::TCP | proto::UDP | proto::SCTP | proto::ICMP | proto::ICMPV6
+    ) {
         // Only a rule without ports (all protocols) could have allowed it.
         c.reason = DropReason::ProtocolDenied;
     }
@@ -342,6 +394,11 @@ fn new_flow(ctx: &TcContext, ep: &Endpoint, dir: Direction, s: &mut Scratch) -> 
             ct::create(&s.rev, &v);
             return pass(Decision::AllowedTracked);
         }
+    }
+    // Audit mode: the denied flow goes on, tracked (one event per flow, not per packet).
+    let c = audited(ep, dir, c);
+    if c.allowed() {
+        ct::create(&s.fwd, &ct::fresh(CtState::New, outbound, ep.generation, 0));
     }
     c
 }
@@ -404,18 +461,30 @@ fn deferred_at_destination(ctx: &TcContext, ifindex: u32, ep: &Endpoint, s: &mut
         }
     }
     let v6 = p.l3 == L3::Ipv6;
-    let out = lookup::check(
+    let out = audited(
         &src,
         Direction::Egress,
-        ep.identity_for(v6),
-        t.protocol,
-        t.dport,
+        lookup::check(
+            &src,
+            Direction::Egress,
+            ep.identity_for(v6),
+            t.protocol,
+            t.dport,
+        ),
     );
     if !out.allowed() {
         ct::remove(&s.fwd);
         return finish(src_ifindex, Direction::Egress, Some(p), &out);
     }
-    let inb = lookup::check(ep, dir, src.identity_for(v6), t.protocol, t.dport);
+    if matches!(out.decision, Decision::Audited) {
+        events::count_audited(out.reason);
+        events::report(src_ifindex, Direction::Egress, t, &out);
+    }
+    let inb = audited(
+        ep,
+        dir,
+        lookup::check(ep, dir, src.identity_for(v6), t.protocol, t.dport),
+    );
     if inb.allowed() {
         let mut v = ct::fresh(
             CtState::New,
@@ -466,7 +535,11 @@ pub fn uplink(ctx: &TcContext) -> i32 {
         }
     }
     let peer = lookup::identity_of(&t.dst);
-    let out = lookup::check(&src, dir, peer, t.protocol, t.dport);
+    let out = audited(
+        &src,
+        dir,
+        lookup::check(&src, dir, peer, t.protocol, t.dport),
+    );
     if out.allowed() {
         let mut v = ct::fresh(CtState::New, CT_FLAG_SRC_CHECKED, 0, out.rule_id);
         v.src_generation = src.generation;

@@ -48,6 +48,10 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 #[map(name = "PAL_COUNTERS_V1")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
 
+/// Packets passed in audit mode, by the drop reason enforcement would have applied.
+#[map(name = "PAL_AUDIT_V1")]
+pub static AUDITED: PerCpuArray<u64> = PerCpuArray::with_max_entries(DropReason::COUNT, 0);
+
 /// Per-CPU working memory for one packet: the parse result and flow keys are too large for the
 /// 512-byte BPF stack once every step is inlined.
 pub struct Scratch {

@@ -3,7 +3,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{load, CliError};
 use crate::compiler::{
@@ -26,7 +26,7 @@ pub struct ExplainArgs {
 }
 
 /// One side of the explanation.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SideExplanation {
     /// The pod whose policy decides this side, if the address is a local endpoint.
     pub endpoint: Option<String>,
@@ -44,7 +44,7 @@ pub struct SideExplanation {
 }
 
 /// The explanation of one connection (after Service translation).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Explanation {
     pub from: String,
     pub from_ip: IpAddr,

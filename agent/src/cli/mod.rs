@@ -1,8 +1,13 @@
-//! Offline command-line tools over a manifest directory: `explain` and `matrix`. Each is a library
-//! function taking its arguments and writers, so that `main.rs` only parses flags.
+//! Command-line tools: offline over a manifest directory (`explain`, `matrix`, `lint`), and live
+//! against the running agent's socket (`status`, `explain --socket`, `lint --socket`). Each is a
+//! library function taking its arguments and writers, so that `main.rs` only parses flags.
 
+pub mod args;
 pub mod explain;
+pub mod lint;
+pub mod live;
 pub mod matrix;
+pub mod svg;
 
 use std::io::Write;
 use std::path::Path;
@@ -30,6 +35,22 @@ pub enum CliError {
     UnknownPod(String),
     #[error("pod {0} has no IP (status.podIP)")]
     NoIp(String),
+    #[error("agent socket {path}: {source}")]
+    Socket {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent answered: {0}")]
+    Agent(String),
+    #[error("{0}")]
+    Usage(&'static str),
+    #[error("writing {path}: {source}")]
+    Write {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Loads a manifest directory, printing its notes to `err`.

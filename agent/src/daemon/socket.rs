@@ -33,6 +33,13 @@ pub enum Request {
     CniAdd(CniEndpoint),
     /// A pod's sandbox is going away.
     CniDel(CniEndpoint),
+    /// `palisade explain --socket`: explain a connection against the live model, and check that
+    /// the maps agree with it.
+    Explain(crate::observe::ExplainQuery),
+    /// `palisade lint --socket`: lint the live model.
+    Lint,
+    /// The Prometheus text exposition (the same as the metrics endpoint).
+    Metrics,
 }
 
 /// What the CNI plugin reports about a pod.
@@ -83,6 +90,8 @@ impl Response {
 #[derive(Debug)]
 pub struct Shared {
     pub endpoints_dir: PathBuf,
+    /// Live state and questions for the main loop (observability).
+    pub board: Arc<crate::observe::Board>,
     status: Mutex<Option<Arc<Status>>>,
     published: Condvar,
 }
@@ -91,6 +100,7 @@ impl Shared {
     pub fn new(endpoints_dir: PathBuf) -> Arc<Self> {
         Arc::new(Self {
             endpoints_dir,
+            board: Arc::default(),
             status: Mutex::new(None),
             published: Condvar::new(),
         })
@@ -182,12 +192,29 @@ fn handle(conn: UnixStream, shared: &Shared) -> std::io::Result<()> {
 fn dispatch(req: Request, shared: &Shared) -> Response {
     match req {
         Request::Status => match shared.status() {
-            Some(s) => serde_json::to_value(&*s)
-                .map_or_else(|e| Response::err(e.to_string()), Response::ok),
+            Some(s) => serde_json::to_value(&*s).map_or_else(
+                |e| Response::err(e.to_string()),
+                |mut v| {
+                    v["dataplane"] =
+                        serde_json::to_value(shared.board.snapshot()).unwrap_or_default();
+                    Response::ok(v)
+                },
+            ),
             None => Response::err("the agent has not finished its first sync yet"),
         },
         Request::CniAdd(ep) => cni_add(&ep, shared),
         Request::CniDel(ep) => cni_del(&ep, shared),
+        Request::Explain(q) => ask(shared, crate::observe::Query::Explain(q)),
+        Request::Lint => ask(shared, crate::observe::Query::Lint),
+        Request::Metrics => Response::ok(Value::String(shared.board.metrics_text())),
+    }
+}
+
+/// Live questions go to the main loop, which owns the dataplane.
+fn ask(shared: &Shared, query: crate::observe::Query) -> Response {
+    match shared.board.ask(query, Duration::from_secs(30)) {
+        Ok(body) => Response::ok(body),
+        Err(e) => Response::err(e),
     }
 }
 

@@ -65,7 +65,7 @@ pub enum AttachMode {
 }
 
 impl Dataplane {
-    fn link_path(&self, ifindex: u32, hook: Hook) -> PathBuf {
+    pub(super) fn link_path(&self, ifindex: u32, hook: Hook) -> PathBuf {
         self.root
             .join("links")
             .join(format!("{ifindex}-{}", hook.tag()))

@@ -7,7 +7,7 @@ use aya::{programs::SchedClassifier, Ebpf, EbpfLoader};
 use palisade_common::{
     conntrack::{MAP_CONNTRACK, MAP_FRAGMENTS},
     endpoint::{MAP_CONFIG, MAP_ENDPOINTS, MAP_SERVICES, MAP_SLOTS},
-    event::{MAP_COUNTERS, MAP_EVENTS},
+    event::{MAP_AUDITED, MAP_COUNTERS, MAP_EVENTS},
     identity::MAP_IDENTITY,
     policy::MAP_POLICY,
     PIN_VERSION,
@@ -21,7 +21,7 @@ pub static OBJECT_EMBEDDED: &[u8] =
 
 /// Maps pinned by name. The scratch map is per-CPU working memory and is pinned too so that every
 /// program generation shares one layout.
-const PINNED_MAPS: [&str; 12] = [
+const PINNED_MAPS: [&str; 13] = [
     MAP_ENDPOINTS,
     MAP_SLOTS,
     MAP_CONFIG,
@@ -32,6 +32,7 @@ const PINNED_MAPS: [&str; 12] = [
     MAP_FRAGMENTS,
     MAP_EVENTS,
     MAP_COUNTERS,
+    MAP_AUDITED,
     "PAL_SCRATCH_V1",
     "PAL_RATE_V1",
 ];
@@ -57,6 +58,7 @@ pub struct LoadOptions {
     pub conntrack_entries: Option<u32>,
     pub policy_entries: Option<u32>,
     pub identity_entries: Option<u32>,
+    pub endpoint_entries: Option<u32>,
 }
 
 impl Dataplane {
@@ -89,6 +91,7 @@ impl Dataplane {
             (MAP_CONNTRACK, options.conntrack_entries),
             (MAP_POLICY, options.policy_entries),
             (MAP_IDENTITY, options.identity_entries),
+            (MAP_ENDPOINTS, options.endpoint_entries),
         ];
         for (name, size) in sizes {
             if let Some(size) = size {

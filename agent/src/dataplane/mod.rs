@@ -3,12 +3,14 @@
 
 mod attach;
 mod bpffs;
+mod inspect;
 mod loader;
 mod maps;
 mod testrun;
 
 pub use attach::{ifindex, AttachMode, Hook};
 pub use bpffs::{is_bpffs, mount as mount_bpffs, PrivateBpffs};
+pub use inspect::MapKind;
 pub use loader::{Dataplane, LoadOptions, OBJECT_EMBEDDED};
 pub use maps::{identity_key, identity_key_raw, identity_net, policy_key, Existing, PortBlock};
 pub use testrun::TestRunOutcome;

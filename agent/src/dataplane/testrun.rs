@@ -17,12 +17,14 @@ pub struct TestRunOutcome {
     pub ns_per_run: u64,
 }
 
-/// Size of `struct __sk_buff` in this kernel ABI, and the offset of `mark` in it.
+/// Size of `struct __sk_buff` in this kernel ABI, and the offsets of `mark` and `ifindex` in it.
 const SKB_CTX_LEN: usize = 192;
 const SKB_MARK_OFFSET: usize = 8;
+const SKB_IFINDEX_OFFSET: usize = 40;
 
 impl Dataplane {
-    /// Runs `hook`'s program `repeat` times on `packet` (an Ethernet frame) with `mark` set.
+    /// Runs `hook`'s program `repeat` times on `packet` (an Ethernet frame) with `mark` set, as
+    /// if on the loopback device (ifindex 1).
     pub fn test_run(
         &mut self,
         hook: Hook,
@@ -30,10 +32,24 @@ impl Dataplane {
         mark: u32,
         repeat: u32,
     ) -> Result<TestRunOutcome, DataplaneError> {
+        self.test_run_on(hook, packet, mark, 0, repeat)
+    }
+
+    /// [`Dataplane::test_run`] as if on the interface `ifindex` of the current network namespace
+    /// (0: loopback). Nothing is attached to that interface and the packet is not delivered.
+    pub fn test_run_on(
+        &mut self,
+        hook: Hook,
+        packet: &[u8],
+        mark: u32,
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<TestRunOutcome, DataplaneError> {
         let name = hook.program_name();
         let prog = self.program(hook)?;
         let mut ctx_in = [0u8; SKB_CTX_LEN];
         ctx_in[SKB_MARK_OFFSET..SKB_MARK_OFFSET + 4].copy_from_slice(&mark.to_ne_bytes());
+        ctx_in[SKB_IFINDEX_OFFSET..SKB_IFINDEX_OFFSET + 4].copy_from_slice(&ifindex.to_ne_bytes());
         let mut ctx_out = [0u8; SKB_CTX_LEN];
         let mut data_out = vec![0u8; packet.len() + 256];
         let mut opts = TestRunOptions::new();

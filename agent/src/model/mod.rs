@@ -107,11 +107,18 @@ impl fmt::Display for Protocol {
     }
 }
 
+/// The namespace annotation that puts a namespace's pods in audit mode (value `"true"`): policy
+/// denies are logged and counted, not enforced.
+pub const AUDIT_ANNOTATION: &str = "palisade.dev/audit";
+
 /// A Namespace. `labels` always include [`NAMESPACE_NAME_LABEL`] (the store adds it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Namespace {
     pub name: String,
     pub labels: Labels,
+    /// Only Palisade's own annotations (`palisade.dev/...`); others are dropped by the sources.
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub annotations: Labels,
 }
 
 impl Namespace {
@@ -120,7 +127,18 @@ impl Namespace {
     pub fn new(name: impl Into<String>, mut labels: Labels) -> Self {
         let name = name.into();
         labels.insert(NAMESPACE_NAME_LABEL.to_owned(), name.clone());
-        Self { name, labels }
+        Self {
+            name,
+            labels,
+            annotations: Labels::new(),
+        }
+    }
+
+    /// Whether the namespace asks for audit mode ([`AUDIT_ANNOTATION`]).
+    pub fn audit(&self) -> bool {
+        self.annotations
+            .get(AUDIT_ANNOTATION)
+            .is_some_and(|v| v == "true")
     }
 }
 

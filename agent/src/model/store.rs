@@ -45,6 +45,11 @@ impl Model {
         }
     }
 
+    /// Whether `namespace` is annotated for audit mode.
+    pub fn namespace_audited(&self, namespace: &str) -> bool {
+        self.namespaces.get(namespace).is_some_and(Namespace::audit)
+    }
+
     /// Applies a change and returns the primitive changes it amounted to (a namespace deletion
     /// expands into the deletion of everything in it), so that an incremental consumer sees each.
     pub fn apply(&mut self, change: ModelChange) -> Vec<ModelChange> {
@@ -74,7 +79,10 @@ impl Model {
         match change {
             ModelChange::UpsertNamespace(ns) => {
                 // Re-add the name label in case the source built the value by hand.
-                let ns = Namespace::new(ns.name, ns.labels);
+                let ns = Namespace {
+                    annotations: ns.annotations,
+                    ..Namespace::new(ns.name, ns.labels)
+                };
                 self.namespaces.insert(ns.name.clone(), ns);
             }
             ModelChange::DeleteNamespace(name) => {

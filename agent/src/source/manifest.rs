@@ -173,10 +173,10 @@ fn object(kind: &str, v: &Value) -> Result<ModelChange, ManifestError> {
         .to_owned();
     let ctx = Ctx { kind, name: &name };
     match kind {
-        "Namespace" => Ok(ModelChange::UpsertNamespace(Namespace::new(
-            name.clone(),
-            labels(v),
-        ))),
+        "Namespace" => Ok(ModelChange::UpsertNamespace(Namespace {
+            annotations: palisade_annotations(v),
+            ..Namespace::new(name.clone(), labels(v))
+        })),
         "Pod" => pod(v, &ctx, namespace, name.clone()).map(ModelChange::UpsertPod),
         "Service" => service(v, &ctx, namespace, name.clone()).map(ModelChange::UpsertService),
         "NetworkPolicy" => {
@@ -241,6 +241,18 @@ fn labels(v: &Value) -> Labels {
     let map = v.pointer("/metadata/labels").and_then(Value::as_object);
     map.into_iter()
         .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+        .collect()
+}
+
+/// Palisade's own annotations (`palisade.dev/...`); the rest are not needed.
+fn palisade_annotations(v: &Value) -> Labels {
+    let map = v
+        .pointer("/metadata/annotations")
+        .and_then(Value::as_object);
+    map.into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("palisade.dev/"))
         .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
         .collect()
 }

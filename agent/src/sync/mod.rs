@@ -16,7 +16,10 @@ use std::{
 
 use ipnet::IpNet;
 use palisade_common::{
-    endpoint::{Endpoint, ENDPOINTS_MAX, EP_EGRESS_ISOLATED, EP_FAIL_CLOSED, EP_INGRESS_ISOLATED},
+    endpoint::{
+        Endpoint, ENDPOINTS_MAX, EP_AUDIT_EGRESS, EP_AUDIT_INGRESS, EP_EGRESS_ISOLATED,
+        EP_FAIL_CLOSED, EP_INGRESS_ISOLATED,
+    },
     identity::{IDENTITY_HOST, IDENTITY_WORLD},
 };
 
@@ -81,6 +84,8 @@ pub struct Syncer {
     generation: u32,
     /// Endpoint records an earlier agent wrote, by ifindex, not yet claimed by a reported pod.
     adopted: BTreeMap<u32, Endpoint>,
+    /// Audit mode for every endpoint (else per namespace, by annotation).
+    audit_all: bool,
 }
 
 impl Syncer {
@@ -89,6 +94,17 @@ impl Syncer {
             next_slot: 1,
             ..Self::default()
         }
+    }
+
+    /// Puts every endpoint in audit mode (policy denies pass and are reported), or only those
+    /// whose namespace carries the audit annotation.
+    pub fn set_audit_all(&mut self, on: bool) {
+        self.audit_all = on;
+    }
+
+    /// The highest endpoint generation written so far.
+    pub fn generation(&self) -> u32 {
+        self.generation
     }
 
     /// Takes over what an earlier agent left in the pinned maps, so that the first sync changes
@@ -130,7 +146,7 @@ impl Syncer {
         self.tables.write_new(dp, out, &mut report);
         self.sync_prefixes(dp, out, &mut report);
         self.sync_services(dp, model, &mut report);
-        self.sync_endpoints(dp, out, attached, &mut report);
+        self.sync_endpoints(dp, out, model, attached, &mut report);
         self.remove_endpoints(dp, attached, &mut report);
         let live = self.live_tables();
         self.tables.remove_stale(dp, &live, &mut report);
@@ -193,12 +209,14 @@ impl Syncer {
         &mut self,
         dp: &mut Dataplane,
         out: &CompiledOutput,
+        model: &Model,
         attached: &BTreeMap<ObjectKey, Attachment>,
         report: &mut SyncReport,
     ) {
         for (key, att) in attached {
             let name = key.to_string();
-            let state = self.sync_endpoint(dp, out, key, att, report);
+            let audit = self.audit_all || model.namespace_audited(&key.namespace);
+            let state = self.sync_endpoint(dp, out, (key, audit), att, report);
             report.endpoints.insert(name, state);
         }
     }
@@ -207,7 +225,7 @@ impl Syncer {
         &mut self,
         dp: &mut Dataplane,
         out: &CompiledOutput,
-        key: &ObjectKey,
+        (key, audit): (&ObjectKey, bool),
         att: &Attachment,
         report: &mut SyncReport,
     ) -> EndpointState {
@@ -219,7 +237,11 @@ impl Syncer {
             _ => match self.alloc_slot() {
                 Some(s) => s,
                 None => {
-                    push(report, Some(key), "endpoint table full: no free slot; the pod fails closed".to_owned());
+                    push(
+                        report,
+                        Some(key),
+                        "endpoint table full: no free slot; the pod fails closed".to_owned(),
+                    );
                     attach_fail_closed(dp, key, att, report);
                     return EndpointState::Error;
                 }
@@ -227,6 +249,9 @@ impl Syncer {
         };
         let mut want = self.record_for(out, key, slot);
         let fail_closed = want.flags & EP_FAIL_CLOSED != 0;
+        if audit && !fail_closed {
+            want.flags |= EP_AUDIT_INGRESS | EP_AUDIT_EGRESS;
+        }
         let unchanged = previous
             .as_ref()
             .is_some_and(|w| w.attachment == *att && same_policy(&w.record, &want));
@@ -236,7 +261,11 @@ impl Syncer {
         self.generation = self.generation.wrapping_add(1);
         want.generation = self.generation;
         if let Err(e) = dp.set_endpoint(att.ifindex, &want) {
-            push(report, Some(key), format!("writing endpoint record: {e}; the pod fails closed"));
+            push(
+                report,
+                Some(key),
+                format!("writing endpoint record: {e}; the pod fails closed"),
+            );
             if previous.is_none() {
                 self.free_slots.push(slot);
                 attach_fail_closed(dp, key, att, report);
@@ -361,10 +390,19 @@ impl Syncer {
 
 /// Attaches the programs to a pod whose record could not be written: without a record they drop
 /// everything but ARP and neighbour discovery, so the pod is isolated until a later sync succeeds.
-fn attach_fail_closed(dp: &mut Dataplane, key: &ObjectKey, att: &Attachment, report: &mut SyncReport) {
+fn attach_fail_closed(
+    dp: &mut Dataplane,
+    key: &ObjectKey,
+    att: &Attachment,
+    report: &mut SyncReport,
+) {
     for hook in [Hook::FromPod, Hook::ToPod] {
         if let Err(e) = dp.attach(&att.ifname, hook) {
-            push(report, Some(key), format!("attaching {hook:?} to {}: {e}", att.ifname));
+            push(
+                report,
+                Some(key),
+                format!("attaching {hook:?} to {}: {e}", att.ifname),
+            );
         }
     }
 }
