@@ -204,6 +204,13 @@ impl Observer {
         info: &SyncInfo,
     ) {
         self.names = Names::new(view.node, view.output, view.model, view.attached);
+        // Count conntrack again soon after a policy change (at most once a second).
+        if self
+            .last_conntrack
+            .is_some_and(|t| t.elapsed() >= COUNTERS_EVERY)
+        {
+            self.last_conntrack = None;
+        }
         let m = &self.metrics;
         m.syncs.inc();
         m.compile_seconds.observe(info.compile.as_secs_f64());
