@@ -37,7 +37,11 @@ fn long_lived(s: &Setup, from: &str, to: &str) -> TcpStream {
             });
         }
     });
-    let addr = SocketAddr::new(server_ip, ECHO_PORT);
+    connect_from(s, from, SocketAddr::new(server_ip, ECHO_PORT))
+}
+
+/// A TCP connection from pod `from` to `addr`, with a short read timeout.
+fn connect_from(s: &Setup, from: &str, addr: SocketAddr) -> TcpStream {
     let stream = run_in(s.pod(from).netns_name(), move || {
         TcpStream::connect_timeout(&addr, Duration::from_secs(2))
     })
@@ -131,13 +135,5 @@ fn restart_adopts_pins_keeps_connections_and_applies_outage_changes() {
 /// A second client connection to the echo server already listening in pod a.
 fn long_lived_again(s: &Setup) -> TcpStream {
     let addr = SocketAddr::new(s.pod("a").ip(IpFamily::Ipv4).expect("ip"), ECHO_PORT);
-    let stream = run_in(s.pod("b").netns_name(), move || {
-        TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-    })
-    .expect("netns")
-    .expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_millis(700)))
-        .expect("timeout");
-    stream
+    connect_from(s, "b", addr)
 }

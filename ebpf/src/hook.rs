@@ -486,19 +486,21 @@ fn deferred_at_destination(ctx: &TcContext, ifindex: u32, ep: &Endpoint, s: &mut
         lookup::check(ep, dir, src.identity_for(v6), t.protocol, t.dport),
     );
     if inb.allowed() {
-        let mut v = ct::fresh(
-            CtState::New,
-            CT_FLAG_SRC_CHECKED,
-            ep.generation,
-            inb.rule_id,
-        );
-        v.src_generation = src.generation;
-        v.src_slot = src.slot as u16;
-        ct::create(&s.fwd, &v);
+        track_src_checked(&s.fwd, &src, ep.generation, inb.rule_id);
     } else {
         ct::remove(&s.fwd);
     }
     finish(ifindex, dir, Some(p), &inb)
+}
+
+/// Tracks a flow whose source endpoint's egress was checked at a deferred hook; the entry remembers
+/// the source's generation so that a policy change of the source re-checks it.
+#[inline(always)]
+fn track_src_checked(key: &CtKey, src: &Endpoint, generation: u32, rule_id: u32) {
+    let mut v = ct::fresh(CtState::New, CT_FLAG_SRC_CHECKED, generation, rule_id);
+    v.src_generation = src.generation;
+    v.src_slot = src.slot as u16;
+    ct::create(key, &v);
 }
 
 /// The node uplink's tc egress: completes deferred egress verdicts for traffic leaving the node.
@@ -541,10 +543,7 @@ pub fn uplink(ctx: &TcContext) -> i32 {
         lookup::check(&src, dir, peer, t.protocol, t.dport),
     );
     if out.allowed() {
-        let mut v = ct::fresh(CtState::New, CT_FLAG_SRC_CHECKED, 0, out.rule_id);
-        v.src_generation = src.generation;
-        v.src_slot = src.slot as u16;
-        ct::create(&s.fwd, &v);
+        track_src_checked(&s.fwd, &src, 0, out.rule_id);
     } else {
         ct::remove(&s.fwd);
     }
