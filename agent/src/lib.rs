@@ -5,6 +5,7 @@
 //! [`reference`] is an evaluator written straight from the spec that the compiler is tested against.
 
 pub mod cli;
+pub mod cni;
 pub mod compiler;
 pub mod daemon;
 pub mod dataplane;

@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the node agent on the manifest-directory source.
+    /// Run the node agent (manifest-directory or Kubernetes API source).
     Agent(AgentArgs),
     /// Is a connection allowed, and which policies and rules decided it (offline, from manifests).
     Explain {
@@ -67,9 +67,15 @@ struct AgentArgs {
     /// This node's name (pods' `spec.nodeName`).
     #[arg(long)]
     node: String,
-    /// The manifest directory (watched).
+    /// Where the cluster model comes from.
+    #[arg(long, value_enum, default_value = "manifests")]
+    source: SourceKind,
+    /// The manifest directory (watched; with `--source manifests`).
+    #[arg(long, required_if_eq("source", "manifests"))]
+    manifests: Option<PathBuf>,
+    /// A kubeconfig for `--source kube` (default: in-cluster, then $KUBECONFIG, ~/.kube/config).
     #[arg(long)]
-    manifests: PathBuf,
+    kubeconfig: Option<PathBuf>,
     /// The directory of endpoint reports written by the CNI plugin (watched).
     #[arg(long)]
     endpoints: PathBuf,
@@ -90,6 +96,26 @@ struct AgentArgs {
     socket: Option<PathBuf>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SourceKind {
+    /// A directory of YAML/JSON manifests.
+    Manifests,
+    /// The Kubernetes API server (watchers).
+    Kube,
+}
+
+impl AgentArgs {
+    fn source(&self) -> palisade::daemon::Source {
+        match (self.source, &self.manifests) {
+            (SourceKind::Manifests, Some(dir)) => palisade::daemon::Source::Manifests(dir.clone()),
+            _ => palisade::daemon::Source::Kube(palisade::source::kube::KubeSettings {
+                kubeconfig: self.kubeconfig.clone(),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
     Protocol::parse(&s.to_ascii_uppercase())
         .ok_or_else(|| format!("unknown protocol {s:?} (TCP, UDP or SCTP)"))
@@ -106,8 +132,8 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Agent(a) => {
             let settings = palisade::daemon::Settings {
+                source: a.source(),
                 node: a.node,
-                manifests: a.manifests,
                 endpoints: a.endpoints,
                 bpffs: a.bpffs,
                 status: a.status,

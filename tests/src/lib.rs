@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod cni;
 pub mod conformance;
 pub mod exec;
+pub mod kube;
 pub mod names;
 pub mod netns;
 pub mod node;

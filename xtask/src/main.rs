@@ -5,6 +5,7 @@ mod bench;
 mod cmd;
 mod conformance;
 mod demo;
+mod k8s;
 mod setup;
 mod test;
 mod vm;
@@ -30,6 +31,8 @@ enum Command {
     Conformance(conformance::Args),
     /// Benchmarks: per-packet cost, control plane, traffic; writes JSON, SVG plots and a report (root).
     Bench(bench::Args),
+    /// A real kube-apiserver on loopback: `up` (build once, start, print KUBECONFIG), `down`.
+    K8s(k8s::Args),
     /// The privileged tests and the conformance corpus on another kernel (Debian 6.1) in a qemu VM.
     VmTest(vm::Args),
 }
@@ -41,6 +44,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Conformance(args) => conformance::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::K8s(args) => k8s::run(&args),
         Command::VmTest(args) => vm::run(&args),
     }
 }

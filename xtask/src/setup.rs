@@ -99,7 +99,7 @@ fn apt_update() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn apt_install(packages: &[String]) -> anyhow::Result<usize> {
+pub(crate) fn apt_install(packages: &[String]) -> anyhow::Result<usize> {
     let missing: Vec<&String> = packages.iter().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(0);

@@ -4,7 +4,8 @@
 //!    crate for its own target);
 //! 2. `cargo test --workspace` (unit and host tests; privileged tests are `#[ignore]`d there);
 //! 3. as root, `cargo test --workspace --exclude palisade-ebpf -- --ignored`: the privileged tests (BPF_PROG_TEST_RUN,
-//!    network namespaces, real traffic), then the upstream conformance corpus, IPv4, through
+//!    network namespaces, real traffic; the kube_* tests against real API servers, built once
+//!    by `cargo xtask k8s build` and cached), then the upstream conformance corpus, IPv4, through
 //!    ClusterIPs (counted as one test). Not root: they are listed as not run.
 //!
 //! Ends with one line `xtask test: N passed, N failed, N skipped`.
@@ -60,6 +61,8 @@ pub fn run() -> anyhow::Result<()> {
     println!("xtask test: cargo test --workspace");
     let host = cargo_test(&[])?;
     let privileged = if cmd::is_root() {
+        // The kube_* tests start their own API servers from these (built once, cached).
+        crate::k8s::prepare_tests();
         println!("xtask test: privileged tests (root): cargo test --workspace --exclude palisade-ebpf -- --ignored");
         let mut tally = cargo_test(&["--ignored"])?;
         match crate::conformance::upstream_corpus()? {

@@ -5,6 +5,7 @@
 mod endpoints;
 mod host;
 pub mod socket;
+mod source;
 mod status;
 mod watch;
 
@@ -19,18 +20,20 @@ use crate::{
     compiler::{CompileOptions, Compiler},
     dataplane::{is_bpffs, mount_bpffs, Dataplane, DataplaneError, Hook},
     model::{Model, ModelChange, Node},
-    source::manifest,
+    source::{kube::KubeError, manifest},
     sync::Syncer,
 };
 
 pub use endpoints::{EndpointRecord, ENDPOINT_FILE_SUFFIX};
+pub use source::Source;
 pub use status::Status;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: String,
-    pub manifests: PathBuf,
+    /// Where the cluster model comes from: a manifest directory or the Kubernetes API.
+    pub source: Source,
     pub endpoints: PathBuf,
     pub bpffs: PathBuf,
     pub status: Option<PathBuf>,
@@ -48,6 +51,8 @@ pub enum DaemonError {
     Dataplane(#[from] DataplaneError),
     #[error("reading manifests: {0}")]
     Manifests(#[from] manifest::ManifestError),
+    #[error("Kubernetes API source: {0}")]
+    Kube(#[from] KubeError),
     #[error("local socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -93,7 +98,8 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
         })?;
         tracing::info!(socket = %path.display(), "listening");
     }
-    let mut agent = Agent::new(settings, shared);
+    let running = source::Running::start(settings)?;
+    let mut agent = Agent::new(settings, shared, running);
     let adopted = agent.syncer.adopt(&mut dp)?;
     if adopted > 0 {
         tracing::info!(
@@ -124,7 +130,7 @@ fn config(allow_node_traffic: bool) -> palisade_common::endpoint::Config {
 struct Agent {
     compiler: Compiler,
     syncer: Syncer,
-    manifests_seen: Option<watch::Fingerprint>,
+    manifests_seen: Option<source::Mark>,
     endpoints_seen: Option<watch::Fingerprint>,
     revision: u64,
     attached: BTreeMap<crate::model::ObjectKey, crate::sync::Attachment>,
@@ -134,6 +140,7 @@ struct Agent {
     source: Model,
     records: Vec<EndpointRecord>,
     shared: std::sync::Arc<socket::Shared>,
+    running: source::Running,
     /// When the last pass left something undone (retried after [`RETRY_EVERY`]).
     last_failed: Option<Instant>,
 }
@@ -142,7 +149,11 @@ struct Agent {
 const RETRY_EVERY: Duration = Duration::from_secs(1);
 
 impl Agent {
-    fn new(settings: &Settings, shared: std::sync::Arc<socket::Shared>) -> Self {
+    fn new(
+        settings: &Settings,
+        shared: std::sync::Arc<socket::Shared>,
+        running: source::Running,
+    ) -> Self {
         let options = CompileOptions {
             node: Some(settings.node.clone()),
             allow_node_traffic: settings.allow_node_traffic,
@@ -159,13 +170,17 @@ impl Agent {
             source: Model::new(),
             records: Vec::new(),
             shared,
+            running,
             last_failed: None,
         }
     }
 
     /// One pass: reload what changed, compile, sync, and publish status.
     fn pass(&mut self, dp: &mut Dataplane, s: &Settings) -> Result<(), DaemonError> {
-        let m = watch::fingerprint(&s.manifests);
+        // The API source has nothing to apply before it listed everything once.
+        let Some(mut m) = self.running.mark() else {
+            return Ok(());
+        };
         let e = watch::fingerprint(&s.endpoints);
         let unchanged = self.manifests_seen.as_ref() == Some(&m) && self.endpoints_seen.as_ref() == Some(&e);
         // Work that failed (a full map, an interface not there yet) is retried every second.
@@ -174,9 +189,9 @@ impl Agent {
             return Ok(());
         }
         let started = Instant::now();
-        let revision = watch::revision(&s.manifests);
+        let mut revision = self.revision;
         if self.manifests_seen.as_ref() != Some(&m) {
-            self.reload_manifests(s)?;
+            (m, revision) = self.reload_source(s, m)?;
         }
         if self.endpoints_seen.as_ref() != Some(&e) {
             (self.attached, self.records) = endpoints::load(&s.endpoints, &mut self.endpoint_notes);
@@ -206,7 +221,8 @@ impl Agent {
             .chain(&self.endpoint_notes)
             .cloned()
             .collect();
-        let status = Status::new(revision, &report, self.compiler.output(), &notes);
+        let mut status = Status::new(revision, &report, self.compiler.output(), &notes);
+        status.kube = self.running.health();
         if let Some(path) = &s.status {
             status.write(path);
         }
@@ -214,13 +230,16 @@ impl Agent {
         Ok(())
     }
 
-    fn reload_manifests(&mut self, s: &Settings) -> Result<(), DaemonError> {
-        let loaded = manifest::load_dir(&s.manifests)?;
-        self.notes = loaded
-            .notes
-            .iter()
-            .map(|n| format!("{}#{}: {}", n.file.display(), n.document, n.message))
-            .collect();
+    /// Takes the source's current model; returns its mark and revision.
+    fn reload_source(
+        &mut self,
+        s: &Settings,
+        mark: source::Mark,
+    ) -> Result<(source::Mark, u64), DaemonError> {
+        let Some(loaded) = self.running.load(mark.clone())? else {
+            return Ok((mark, self.revision));
+        };
+        self.notes = loaded.notes;
         for n in &self.notes {
             tracing::warn!("{n}");
         }
@@ -230,7 +249,7 @@ impl Agent {
             addresses: host::addresses(),
         }));
         self.source = model;
-        Ok(())
+        Ok((loaded.mark, loaded.revision))
     }
 
     /// Compiles the source's model, with each local pod's IPs taken from its CNI report when its

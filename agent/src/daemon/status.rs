@@ -21,6 +21,9 @@ pub struct Status {
     pub notes: Vec<String>,
     /// When this sync finished.
     pub synced_at: std::time::SystemTime,
+    /// The Kubernetes API source's health (absent on the manifest source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kube: Option<crate::source::kube::Health>,
 }
 
 impl Status {
@@ -32,6 +35,7 @@ impl Status {
             policy_problems: out.problems.iter().map(ToString::to_string).collect(),
             notes: notes.to_vec(),
             synced_at: std::time::SystemTime::now(),
+            kube: None,
         }
     }
 

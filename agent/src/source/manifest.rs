@@ -163,8 +163,9 @@ fn load_value(
     }
 }
 
-/// Reads one object into a model change.
-fn object(kind: &str, v: &Value) -> Result<ModelChange, ManifestError> {
+/// Reads one object into a model change. The Kubernetes API source converts watched objects
+/// through this too (as JSON), so both sources read every field the same way.
+pub(crate) fn object(kind: &str, v: &Value) -> Result<ModelChange, ManifestError> {
     let name = str_at(v, &["metadata", "name"])
         .unwrap_or_default()
         .to_owned();

@@ -1,6 +1,7 @@
-//! Sources fill the [`crate::model::Model`]: the manifest directory here; the Kubernetes API
-//! watchers live beside it.
+//! Sources fill the [`crate::model::Model`]: the manifest directory ([`manifest`]) and the
+//! Kubernetes API watchers ([`kube`]).
 
+pub mod kube;
 pub mod manifest;
 
 pub use manifest::{load_dir, load_str, Loaded, ManifestError, ManifestNote};
