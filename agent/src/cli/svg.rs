@@ -32,18 +32,14 @@ fn groups(pods: &[String]) -> Vec<(String, usize, usize)> {
     out
 }
 
-fn short(pod: &str) -> &str {
-    pod.split_once('/').map_or(pod, |(_, name)| name)
-}
-
 /// The SVG document.
 pub fn render(m: &Matrix) -> String {
     let n = m.pods.len();
-    let label_w = m.pods.iter().map(|p| short(p).len()).max().unwrap_or(4) * 8 + 24;
-    let ns_w = 22;
-    let left = PAD + ns_w + label_w;
-    let top = PAD + 40 + ns_w + label_w;
-    let width = left + n * CELL + PAD + 150;
+    let label_w = m.pods.iter().map(|p| p.chars().count()).max().unwrap_or(4) * 8 + 16;
+    let left = PAD + label_w;
+    let top = PAD + 40 + label_w;
+    let title_w = 2 * PAD + 540;
+    let width = (left + n * CELL + PAD + 150).max(title_w);
     let height = top + n * CELL + PAD + 30;
     let mut s = String::new();
     let _ = write!(
@@ -84,18 +80,7 @@ fn bands(s: &mut String, m: &Matrix, left: usize, top: usize) {
             PAD + 40,
             top - PAD - 40
         );
-        let _ = writeln!(
-            s,
-            r#"<text x="{x}" y="{y}" transform="rotate(-90 {x} {y})" text-anchor="middle" font-weight="bold">{ns}</text>"#,
-            x = PAD + 15,
-            y = top + a + len / 2
-        );
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle" font-weight="bold">{ns}</text>"#,
-            left + a + len / 2,
-            PAD + 56
-        );
+        let _ = writeln!(s, "<!-- namespace {ns} -->");
         if first > 0 {
             let _ = writeln!(
                 s,
@@ -112,7 +97,12 @@ fn bands(s: &mut String, m: &Matrix, left: usize, top: usize) {
 
 fn labels(s: &mut String, m: &Matrix, left: usize, top: usize) {
     for (i, pod) in m.pods.iter().enumerate() {
-        let name = escape(short(pod));
+        let (ns, name) = pod.split_once('/').unwrap_or(("", pod));
+        let name = format!(
+            r##"<tspan fill="#667">{}/</tspan><tspan font-weight="bold">{}</tspan>"##,
+            escape(ns),
+            escape(name)
+        );
         let _ = writeln!(
             s,
             r#"<text x="{}" y="{}" text-anchor="end"><title>{}</title>{name}</text>"#,
