@@ -126,6 +126,8 @@ pub struct AgentProcess {
     node: usize,
     child: Child,
     root: PathBuf,
+    /// Extra agent flags (kept for restarts).
+    extra: Vec<String>,
 }
 
 impl AgentProcess {
@@ -138,12 +140,39 @@ impl AgentProcess {
         manifests: &Manifests,
         root: PathBuf,
     ) -> Result<Self, AgentError> {
+        Self::start_with(cluster, node, agent_bin, manifests, root, &[])
+    }
+
+    /// [`AgentProcess::start`] with extra agent flags (`--flow-log`, `--socket`, ...); `{root}`
+    /// in a flag is replaced by the agent's directory.
+    pub fn start_with(
+        cluster: &TestCluster,
+        node: usize,
+        agent_bin: &Path,
+        manifests: &Manifests,
+        root: PathBuf,
+        extra: &[&str],
+    ) -> Result<Self, AgentError> {
         for sub in ["endpoints", "bpffs"] {
             let d = root.join(sub);
             std::fs::create_dir_all(&d).map_err(io(&d))?;
         }
-        let child = spawn(cluster, node, agent_bin, manifests, &root)?;
-        Ok(Self { node, child, root })
+        let extra: Vec<String> = extra
+            .iter()
+            .map(|a| a.replace("{root}", &root.display().to_string()))
+            .collect();
+        let child = spawn(cluster, node, agent_bin, manifests, &root, &extra)?;
+        Ok(Self {
+            node,
+            child,
+            root,
+            extra,
+        })
+    }
+
+    /// The agent's directory (endpoint reports, bpffs, status, log, and `{root}` in flags).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Stops the agent with `signal` (SIGKILL: a crash; SIGTERM: a graceful stop) and reaps it.
@@ -163,7 +192,14 @@ impl AgentProcess {
         manifests: &Manifests,
     ) -> Result<(), AgentError> {
         let _ = std::fs::remove_file(self.root.join("status.json"));
-        self.child = spawn(cluster, self.node, agent_bin, manifests, &self.root)?;
+        self.child = spawn(
+            cluster,
+            self.node,
+            agent_bin,
+            manifests,
+            &self.root,
+            &self.extra,
+        )?;
         Ok(())
     }
 
@@ -262,6 +298,7 @@ fn spawn(
     agent_bin: &Path,
     manifests: &Manifests,
     root: &Path,
+    extra: &[String],
 ) -> Result<Child, AgentError> {
     let uplink = cluster.node(node).uplink();
     let log = std::fs::OpenOptions::new()
@@ -281,6 +318,7 @@ fn spawn(
         .arg("--status")
         .arg(root.join("status.json"))
         .args(["--uplink", uplink])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log);
