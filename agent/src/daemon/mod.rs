@@ -182,7 +182,8 @@ impl Agent {
             return Ok(());
         };
         let e = watch::fingerprint(&s.endpoints);
-        let unchanged = self.manifests_seen.as_ref() == Some(&m) && self.endpoints_seen.as_ref() == Some(&e);
+        let unchanged =
+            self.manifests_seen.as_ref() == Some(&m) && self.endpoints_seen.as_ref() == Some(&e);
         // Work that failed (a full map, an interface not there yet) is retried every second.
         let retry = self.last_failed.is_some_and(|t| t.elapsed() >= RETRY_EVERY);
         if unchanged && !retry {
