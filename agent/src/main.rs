@@ -21,10 +21,14 @@ struct Cli {
 enum Command {
     /// Run the node agent (manifest-directory or Kubernetes API source).
     Agent(AgentArgs),
-    /// Is a connection allowed, and which policies and rules decided it (offline, from manifests).
+    /// Is a connection allowed, and which policies and rules decided it (offline from manifests,
+    /// or live from the agent's socket, which also checks that the maps agree).
     Explain {
+        #[arg(long, required_unless_present = "socket", conflicts_with = "socket")]
+        manifests: Option<PathBuf>,
+        /// The running agent's local socket: explain against its current model and maps.
         #[arg(long)]
-        manifests: PathBuf,
+        socket: Option<PathBuf>,
         /// `NAMESPACE/POD` or an IP.
         #[arg(long)]
         from: String,
@@ -48,7 +52,14 @@ enum Command {
         protocol: Protocol,
         #[arg(long)]
         json: bool,
+        /// Also write the matrix as an SVG picture to this file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
     },
+    /// What the running agent enforces: endpoints, maps, counters, errors (over its socket).
+    Status(palisade::cli::args::StatusCmd),
+    /// Common NetworkPolicy mistakes and isolation coverage (exit status 1 on errors or warnings).
+    Lint(palisade::cli::args::LintCmd),
     /// Load the programs and print what loaded (a smoke check of the kernel and the object).
     Check {
         /// A bpffs mount to pin under; without it a private bpffs is mounted and removed.
@@ -94,6 +105,8 @@ struct AgentArgs {
     /// The local socket (root-only) for the CNI plugin and `palisade status`.
     #[arg(long)]
     socket: Option<PathBuf>,
+    #[command(flatten)]
+    observe: palisade::observe::ObserveArgs,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -141,8 +154,31 @@ fn main() -> anyhow::Result<()> {
                 allow_node_traffic: !a.no_allow_node_traffic,
                 poll: std::time::Duration::from_millis(50),
                 socket: a.socket,
+                observe: a.observe.settings(),
             };
             palisade::daemon::run(&settings).context("agent")
+        }
+        Command::Explain {
+            socket: Some(socket),
+            from,
+            to,
+            port,
+            protocol,
+            json,
+            ..
+        } => {
+            let q = palisade::observe::ExplainQuery {
+                from,
+                to,
+                port,
+                protocol,
+            };
+            let agrees = palisade::cli::live::explain(&socket, q, json, &mut std::io::stdout())
+                .context("explain")?;
+            if !agrees {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Explain {
             manifests,
@@ -151,9 +187,10 @@ fn main() -> anyhow::Result<()> {
             port,
             protocol,
             json,
+            ..
         } => {
             let args = palisade::cli::ExplainArgs {
-                manifests,
+                manifests: manifests.context("--manifests or --socket")?,
                 from,
                 to,
                 port,
@@ -168,6 +205,7 @@ fn main() -> anyhow::Result<()> {
             port,
             protocol,
             json,
+            svg,
         } => {
             let args = palisade::cli::MatrixArgs {
                 manifests,
@@ -176,7 +214,22 @@ fn main() -> anyhow::Result<()> {
                 json,
             };
             palisade::cli::matrix(&args, &mut std::io::stdout(), &mut std::io::stderr())
-                .context("matrix")
+                .context("matrix")?;
+            if let Some(file) = svg {
+                palisade::cli::svg::write(&args, &file, &mut std::io::stderr())
+                    .context("matrix")?;
+            }
+            Ok(())
+        }
+        Command::Status(cmd) => cmd.run(&mut std::io::stdout()).context("status"),
+        Command::Lint(cmd) => {
+            if cmd
+                .run(&mut std::io::stdout(), &mut std::io::stderr())
+                .context("lint")?
+            {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Check { bpffs } => check(bpffs),
         Command::Uninstall { bpffs } => {

@@ -4,6 +4,7 @@
 
 mod endpoints;
 mod host;
+mod observing;
 pub mod socket;
 mod source;
 mod status;
@@ -42,6 +43,8 @@ pub struct Settings {
     pub poll: Duration,
     /// The local socket for the CNI plugin and the CLI.
     pub socket: Option<PathBuf>,
+    /// Flow log, metrics, audit mode.
+    pub observe: crate::observe::ObserveSettings,
 }
 
 /// Errors that stop the agent (everything else is reported and survived).
@@ -53,6 +56,8 @@ pub enum DaemonError {
     Manifests(#[from] manifest::ManifestError),
     #[error("Kubernetes API source: {0}")]
     Kube(#[from] KubeError),
+    #[error(transparent)]
+    Observe(#[from] crate::observe::ObserveError),
     #[error("local socket {path}: {source}")]
     Socket {
         path: PathBuf,
@@ -85,7 +90,9 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
         mount_bpffs(&settings.bpffs)?;
     }
     let mut dp = Dataplane::load(&settings.bpffs)?;
-    dp.set_config(config(settings.allow_node_traffic))?;
+    let mut cfg = config(settings.allow_node_traffic);
+    settings.observe.apply_to(&mut cfg);
+    dp.set_config(cfg)?;
     if let Some(uplink) = &settings.uplink {
         let mode = dp.attach(uplink, Hook::Uplink)?;
         tracing::info!(uplink, ?mode, "uplink attached");
@@ -99,7 +106,11 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
         tracing::info!(socket = %path.display(), "listening");
     }
     let running = source::Running::start(settings)?;
+    let observer =
+        crate::observe::Observer::start(&settings.node, &settings.observe, shared.board.clone())?;
     let mut agent = Agent::new(settings, shared, running);
+    agent.observer = Some(observer);
+    agent.syncer.set_audit_all(settings.observe.audit);
     let adopted = agent.syncer.adopt(&mut dp)?;
     if adopted > 0 {
         tracing::info!(
@@ -109,6 +120,7 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
     }
     while !STOP.load(Ordering::SeqCst) {
         agent.pass(&mut dp, settings)?;
+        agent.observe(&mut dp, settings);
         std::thread::sleep(settings.poll);
     }
     tracing::info!("stopping; programs and maps stay pinned");
@@ -140,9 +152,10 @@ struct Agent {
     source: Model,
     records: Vec<EndpointRecord>,
     shared: std::sync::Arc<socket::Shared>,
-    running: source::Running,
     /// When the last pass left something undone (retried after [`RETRY_EVERY`]).
     last_failed: Option<Instant>,
+    running: source::Running,
+    observer: Option<crate::observe::Observer>,
 }
 
 /// How often work that failed is retried.
@@ -170,8 +183,9 @@ impl Agent {
             source: Model::new(),
             records: Vec::new(),
             shared,
-            running,
             last_failed: None,
+            running,
+            observer: None,
         }
     }
 
@@ -197,7 +211,9 @@ impl Agent {
         if self.endpoints_seen.as_ref() != Some(&e) {
             (self.attached, self.records) = endpoints::load(&s.endpoints, &mut self.endpoint_notes);
         }
+        let compile_started = Instant::now();
         self.recompile();
+        let compiled = compile_started.elapsed();
         let report = self.syncer.sync(
             dp,
             self.compiler.output(),
@@ -209,6 +225,7 @@ impl Agent {
         let failed = !report.problems.is_empty() || !self.endpoint_notes.is_empty();
         self.last_failed = failed.then(Instant::now);
         self.revision = revision;
+        self.observed(dp, s, &report, (started, compiled));
         tracing::info!(
             revision,
             endpoints = report.endpoints.len(),

@@ -28,6 +28,16 @@ const TIERS: [(&str, usize, u16); 4] = [
 
 type Demo = Result<(), Box<dyn std::error::Error>>;
 
+/// Each agent writes a flow log, serves metrics in its node's namespace and answers on a socket.
+const AGENT_FLAGS: [&str; 6] = [
+    "--flow-log",
+    "{root}/flows.jsonl",
+    "--socket",
+    "{root}/agent.sock",
+    "--metrics-addr",
+    "127.0.0.1:9090",
+];
+
 fn main() -> Demo {
     // SAFETY: no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -123,12 +133,13 @@ impl<'c> World<'c> {
         )?);
         let agents = (0..2)
             .map(|n| {
-                AgentProcess::start(
+                AgentProcess::start_with(
                     cluster,
                     n,
                     agent_bin,
                     &manifests,
                     tmp.join(format!("node-{n}")),
+                    &AGENT_FLAGS,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -186,7 +197,82 @@ impl<'c> World<'c> {
             ("backend-egress", json!({"podSelector":{"matchLabels":{"tier":"backend"}},"policyTypes":["Egress"],
                 "egress":[{"to":[{"podSelector":{"matchLabels":{"tier":"database"}}}],"ports":[{"port":5432}]}]})),
         ])?;
-        self.verify_final()
+        self.verify_final()?;
+        self.observe()
+    }
+
+    /// What the agents saw: flow log lines, `palisade status`, live `explain`, metrics.
+    fn observe(&self) -> Demo {
+        println!("\n== Observability: what node-0's agent saw ==");
+        std::thread::sleep(Duration::from_millis(1200)); // counters are read every second
+        let root = self.agents[0].root();
+        let flows = std::fs::read_to_string(root.join("flows.jsonl")).unwrap_or_default();
+        let denies: Vec<&str> = flows
+            .lines()
+            .filter(|l| l.contains(r#""verdict":"deny""#))
+            .collect();
+        println!(
+            "  flow log: {} records, {} denies; the last three:",
+            flows.lines().count(),
+            denies.len()
+        );
+        for line in denies.iter().rev().take(3).rev() {
+            println!("    {line}");
+        }
+        let socket = root.join("agent.sock");
+        for args in [
+            vec!["status"],
+            vec![
+                "explain",
+                "--from",
+                "shop/backend",
+                "--to",
+                "shop/frontend",
+                "--port",
+                "80",
+            ],
+        ] {
+            println!(
+                "\n  $ palisade {} --socket {}",
+                args.join(" "),
+                socket.display()
+            );
+            let out = Command::new(&self.agent_bin)
+                .args(&args)
+                .arg("--socket")
+                .arg(&socket)
+                .output()?;
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                println!("    {line}");
+            }
+        }
+        let metrics = self
+            .cluster
+            .run_in_node(0, || -> std::io::Result<String> {
+                use std::io::{Read as _, Write as _};
+                let mut c = std::net::TcpStream::connect("127.0.0.1:9090")?;
+                c.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")?;
+                let mut body = String::new();
+                c.read_to_string(&mut body)?;
+                Ok(body)
+            })??;
+        println!("\n  $ curl http://127.0.0.1:9090/metrics   (in node-0's namespace; excerpt)");
+        let keep = [
+            "palisade_verdicts_total",
+            "palisade_datapath_packets_total{reason=\"egress",
+            "palisade_datapath_packets_total{reason=\"ingress",
+            "palisade_map_entries",
+            "palisade_endpoints{",
+            "palisade_sync_latency_seconds_count",
+            "palisade_flow_log_written_total",
+        ];
+        for line in metrics
+            .lines()
+            .filter(|l| keep.iter().any(|k| l.starts_with(k)))
+        {
+            println!("    {line}");
+        }
+        Ok(())
     }
 
     /// Applies `policies`, waits for both agents, probes and prints the matrix and its changes.
