@@ -17,6 +17,7 @@
 
 pub mod addr;
 pub mod agent;
+pub mod bench;
 pub mod cluster;
 pub mod cni;
 pub mod conformance;

@@ -5,7 +5,6 @@
 use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Context as _;
-use aya::maps::MapData;
 use ipnet::IpNet;
 use palisade::dataplane::{policy_key, Dataplane, PortBlock, PrivateBpffs};
 use palisade_common::{
@@ -17,6 +16,8 @@ use palisade_common::{
     proto,
 };
 use serde::Serialize;
+
+use crate::maps::{map_memory, MapMemory};
 
 /// The endpoint's ingress policy table.
 const INGRESS_TABLE: u32 = 10;
@@ -73,17 +74,6 @@ fn addr(ip: IpAddr) -> Addr {
         IpAddr::V4(a) => Addr::V4(a.octets()),
         IpAddr::V6(a) => Addr::V6(a.octets()),
     }
-}
-
-/// Memory of one map as the kernel accounts it (`memlock` in the map fd's fdinfo).
-#[derive(Debug, Clone, Serialize)]
-pub struct MapMemory {
-    pub name: String,
-    pub map_type: String,
-    pub max_entries: u32,
-    pub key_size: u32,
-    pub value_size: u32,
-    pub memlock_bytes: u64,
 }
 
 /// The loaded dataplane of one configuration.
@@ -202,35 +192,7 @@ impl Fixture {
 
     /// Every pinned map with its kernel-accounted memory.
     pub fn map_memory(&self) -> anyhow::Result<Vec<MapMemory>> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&self.maps_dir)? {
-            let path = entry?.path();
-            let map = MapData::from_pin(&path)?;
-            let info = map.info()?;
-            let fd = {
-                use std::os::fd::{AsFd as _, AsRawFd as _};
-                map.fd().as_fd().as_raw_fd()
-            };
-            let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}"))?;
-            let memlock = fdinfo
-                .lines()
-                .find_map(|l| l.strip_prefix("memlock:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            out.push(MapMemory {
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                map_type: format!("{:?}", info.map_type()?),
-                max_entries: info.max_entries(),
-                key_size: info.key_size(),
-                value_size: info.value_size(),
-                memlock_bytes: memlock,
-            });
-        }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
+        map_memory(&self.maps_dir)
     }
 }
 

@@ -6,6 +6,8 @@
 //! report; the method is described in docs/performance.md.
 
 mod fixture;
+#[path = "../shared/maps.rs"]
+mod maps;
 mod measure;
 #[allow(
     dead_code,
@@ -17,7 +19,8 @@ mod stats;
 use std::{path::PathBuf, time::Instant};
 
 use anyhow::Context as _;
-use fixture::{Family, Fixture, MapMemory};
+use fixture::{Family, Fixture};
+use maps::MapMemory;
 use measure::{Plan, Point};
 use serde::Serialize;
 

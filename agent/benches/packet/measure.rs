@@ -44,8 +44,9 @@ pub enum Case {
     NewDenied,
     /// Breakdown: an ARP frame at a managed endpoint (endpoint lookup, parse, counter).
     Arp,
-    /// Breakdown: an IPv4 SYN on an interface with no endpoint record (one hash miss).
-    NoEndpoint,
+    /// Breakdown: an IPv4 SYN at a managed interface whose endpoint record is missing: it
+    /// fails closed (endpoint lookup miss, parse, drop counter, verdict event).
+    NoRecord,
 }
 
 /// How a figure was taken.
@@ -177,19 +178,22 @@ fn repeat_round(
 }
 
 /// Where the time of the cheapest paths goes (IPv4, on the fixture as it is): an ARP frame at
-/// the endpoint, then a packet when the interface has no endpoint record. Removes the endpoint.
+/// the endpoint, then a packet when the endpoint record is missing. Removes the endpoint.
 pub fn breakdown(fix: &mut Fixture, plan: &Plan) -> anyhow::Result<Vec<Point>> {
     let fam = Family::Ipv4;
     let syn = fix.syn(fam, 3);
     let arp = palisade_common::craft::arp();
     let mut points = Vec::new();
-    for (case, frame) in [(Case::Arp, &arp), (Case::NoEndpoint, &syn)] {
-        if case == Case::NoEndpoint {
+    for (case, frame, want) in [
+        (Case::Arp, &arp, TC_ACT_OK),
+        (Case::NoRecord, &syn, TC_ACT_SHOT),
+    ] {
+        if case == Case::NoRecord {
             fix.dp.remove_endpoint(1, 1)?;
         }
         let cases = [
             (Case::Baseline, Hook::Baseline, &syn, TC_ACT_OK),
-            (case, Hook::ToPod, frame, TC_ACT_OK),
+            (case, Hook::ToPod, frame, want),
         ];
         let mut series = [Series::default(), Series::default()];
         for round in 0..plan.rounds {

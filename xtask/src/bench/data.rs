@@ -38,19 +38,6 @@ impl Fig {
         }
     }
 
-    /// Scaled copy (unit changes).
-    #[cfg_attr(not(test), expect(dead_code, reason = "for the traffic section, next"))]
-    pub fn scaled(&self, k: f64) -> Self {
-        Self {
-            median: self.median * k,
-            p10: self.p10 * k,
-            p90: self.p90 * k,
-            min: self.min * k,
-            max: self.max * k,
-            n: self.n,
-        }
-    }
-
     /// `median (p10–p90)` with `digits` decimals.
     pub fn cell(&self, digits: usize) -> String {
         format!(
@@ -142,7 +129,6 @@ mod tests {
         let v = serde_json::json!({"median": 2.0, "p10": 1.0, "p90": 3.5, "min": 0.5, "max": 4.0, "n": 9});
         let fig = Fig::from(&v).unwrap();
         assert_eq!(fig.cell(1), "2.0 (1.0–3.5)");
-        assert_eq!(fig.scaled(2.0).p90, 7.0);
         assert!(Fig::from(&serde_json::json!({"median": 1})).is_none());
         assert_eq!(count(100_000.0), "100k");
         assert_eq!(count(1_500.0), "1500");

@@ -3,10 +3,12 @@
 //! `DIR/performance.md`. A full run also refreshes `docs/performance.md` and
 //! `docs/performance/*.svg`. Benchmarks report figures; they never fail on a timing.
 
+mod control;
 mod data;
 mod packet;
 mod report;
 mod svg;
+mod traffic;
 
 use std::{
     path::{Path, PathBuf},
@@ -20,7 +22,7 @@ use serde_json::Value;
 use crate::{cmd, setup};
 
 /// The benchmark binaries, in the order they run (the priorities).
-const BENCHES: [&str; 1] = ["packet"];
+const BENCHES: [&str; 4] = ["packet", "control", "update", "traffic"];
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,7 +32,7 @@ pub struct Args {
     /// Where to write results.json, the plots and performance.md (default: target/bench).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// Run only these benches (repeatable): packet, control, traffic.
+    /// Run only these benches (repeatable): packet, control, update, traffic.
     #[arg(long = "only", value_name = "BENCH")]
     only: Vec<String>,
 }

@@ -224,7 +224,9 @@ fn breakdown(v: &Value, md: &mut String) {
     md.push_str("### Where the time goes (IPv4, 10 rules, 10 peers, repeat method)\n\n| path | ns raw | ns above baseline |\n| --- | ---: | ---: |\n");
     for p in rows {
         let label = match s(p, "case") {
-            "no_endpoint" => "interface without an endpoint record (one hash lookup)",
+            "no_record" => {
+                "endpoint record missing: fails closed (lookup miss, parse, drop counter, event)"
+            }
             "arp" => "ARP at an endpoint (endpoint lookup, parse, counter)",
             other => other,
         };

@@ -4,7 +4,7 @@ use std::{fmt::Write as _, process::Command};
 
 use serde_json::{json, Value};
 
-use super::{data::Target, packet, Chart, Outcome};
+use super::{control, data::Target, packet, traffic, Chart, Outcome};
 
 /// How the run was invoked.
 #[derive(Debug)]
@@ -70,6 +70,11 @@ pub fn render(ctx: &Context, outcomes: &[Outcome]) -> (Value, String, Vec<Chart>
         };
         match (&o.result, o.name.as_str()) {
             (Ok(v), "packet") => body.push_str(&packet::section(v, &mut charts, &mut targets)),
+            (Ok(v), "control") => {
+                body.push_str(&control::compile_section(v, &mut charts, &mut targets));
+            }
+            (Ok(v), "update") => body.push_str(&control::update_section(v, &mut targets)),
+            (Ok(v), "traffic") => body.push_str(&traffic::section(v, &mut charts, &mut targets)),
             (Ok(_), _) => {}
             (Err(e), name) => {
                 let _ = writeln!(body, "## {name}\n\nThis bench did not finish: `{e}`\n");

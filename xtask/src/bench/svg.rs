@@ -216,7 +216,6 @@ pub fn line_chart(c: &LineChart) -> String {
 }
 
 /// Renders a grouped bar chart.
-#[cfg_attr(not(test), expect(dead_code, reason = "for the traffic section, next"))]
 pub fn bar_chart(c: &BarChart) -> String {
     let mut out = String::new();
     header(&mut out, &c.title, &c.y_label);
