@@ -24,6 +24,37 @@ pub struct Artefacts {
     pub tests: Vec<TestBinary>,
     /// `target/debug/conformance`.
     pub conformance: PathBuf,
+    /// `target/debug/{palisade,probe}`: the tests find them at these paths.
+    pub binaries: Vec<PathBuf>,
+}
+
+impl Artefacts {
+    /// Hard-links every executable the guest runs into `dir` (a copy where linking fails) and
+    /// returns (snapshot, original) pairs. The guest bind-mounts each snapshot over its
+    /// original, so a rebuild on the host during a long run (cargo and the linker replace
+    /// files, never rewrite them) cannot change a binary under the guest's feet.
+    pub fn snapshot(&self, dir: &Path) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+        std::fs::create_dir_all(dir)?;
+        let originals = self
+            .tests
+            .iter()
+            .map(|t| &t.path)
+            .chain(&self.binaries)
+            .chain(std::iter::once(&self.conformance));
+        let mut pairs = Vec::new();
+        for original in originals {
+            let name = original
+                .file_name()
+                .context("an executable without a name")?;
+            let snap = dir.join(name);
+            if std::fs::hard_link(original, &snap).is_err() {
+                std::fs::copy(original, &snap)
+                    .with_context(|| format!("copying {}", original.display()))?;
+            }
+            pairs.push((snap, original.clone()));
+        }
+        Ok(pairs)
+    }
 }
 
 /// Builds everything (debug profile) and lists the privileged tests.
@@ -64,11 +95,19 @@ pub fn build(root: &Path) -> anyhow::Result<Artefacts> {
         }
     }
     tests.sort_by(|a, b| a.name.cmp(&b.name));
-    let conformance = debug_dir(root).join("conformance");
-    if !conformance.is_file() {
-        bail!("{} was not built", conformance.display());
+    let debug = debug_dir(root);
+    let conformance = debug.join("conformance");
+    let binaries = vec![debug.join("palisade"), debug.join("probe")];
+    for bin in binaries.iter().chain(std::iter::once(&conformance)) {
+        if !bin.is_file() {
+            bail!("{} was not built", bin.display());
+        }
     }
-    Ok(Artefacts { tests, conformance })
+    Ok(Artefacts {
+        tests,
+        conformance,
+        binaries,
+    })
 }
 
 fn debug_dir(root: &Path) -> PathBuf {

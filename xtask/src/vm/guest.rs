@@ -5,7 +5,7 @@
 //! unchanged (same paths, same shared libraries). Then it powers the VM off.
 
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Modules loaded before the steps run. Most would be auto-loaded on first use (the kernel
 /// calls the initramfs's busybox `modprobe` with the shared modules tree), but sctp needs
@@ -35,11 +35,29 @@ const P9: &str = "trans=virtio,version=9p2000.L,msize=262144";
 pub const HOST_TAG: &str = "host";
 pub const RESULTS_TAG: &str = "results";
 
-/// The `/init` script. `modules` and `results` are host paths.
-pub fn init_script(release: &str, modules: &Path, results: &Path) -> String {
+/// The `/init` script. `modules`, `results` and the (snapshot, original) pairs of `binds` are
+/// host paths; `steps` is the step script.
+pub fn init_script(
+    release: &str,
+    modules: &Path,
+    results: &Path,
+    steps: &Path,
+    binds: &[(PathBuf, PathBuf)],
+) -> String {
     let modules = modules.display();
     let results = results.display();
+    let steps = steps.display();
     let preload = PRELOAD.join(" ");
+    let mut bind = String::new();
+    for (snap, original) in binds {
+        let _ = writeln!(
+            bind,
+            "mount --bind /host{} /host{} || fail \"binding the snapshot of {}\"",
+            snap.display(),
+            original.display(),
+            original.display()
+        );
+    }
     format!(
         r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /usr/bin /usr/sbin
@@ -56,10 +74,10 @@ mount -t proc proc /host/proc && mount -t sysfs sys /host/sys && mount -t devtmp
   && mount -t tmpfs -o mode=1777 tmp /host/tmp && mount -t tmpfs -o mode=755 run /host/run \
   && mount -t bpf bpf /host/sys/fs/bpf || fail "mounting proc, sys, dev, tmp, run, bpffs"
 mount -t 9p -o {P9} {RESULTS_TAG} /host{results} || fail "mounting the results directory"
-ip link set lo up
+{bind}ip link set lo up
 ulimit -l unlimited
 say "kernel $(uname -r), up $(cut -d' ' -f1 /proc/uptime) s; running the steps"
-chroot /host /bin/bash {results}/steps.sh
+chroot /host /bin/bash {steps}
 echo $? > /host{results}/exit-status
 say "steps done, up $(cut -d' ' -f1 /proc/uptime) s"
 umount /host{results}

@@ -91,7 +91,7 @@ fn candidate_version(package: &str) -> anyhow::Result<String> {
 /// `apt-get download` into a scratch directory, `dpkg -x` into `root`, `busybox depmod`.
 fn fetch(package: &str, root: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(root);
-    let download = root.with_extension("download");
+    let download = PathBuf::from(format!("{}.download", root.display()));
     let _ = std::fs::remove_dir_all(&download);
     std::fs::create_dir_all(&download)?;
     println!("vm-test: apt-get download {package}");

@@ -56,17 +56,49 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let vm_dir = root.join("target/vm");
     let kernel = kernel::prepare(args.kernel, &vm_dir.join("kernels"))?;
     let built = artefacts::build(&root)?;
-    let results = new_results_dir(&vm_dir, &kernel.release)?;
+    let run = RunDir::new(&vm_dir, &kernel.release)?;
     let corpus = suite::corpus(&root)?;
-    let steps = suite::steps(args.suite, &built, &corpus, &results);
-    write_guest_files(&kernel, &root, &results, &steps)?;
+    let steps = suite::steps(args.suite, &built, &corpus, &run.results);
+    let binds = built.snapshot(&run.dir.join("bin"))?;
+    write_guest_files(&kernel, &root, &run, &steps, &binds)?;
     let accel = if args.no_kvm {
         qemu::Accel::Tcg {
             why_not_kvm: "--no-kvm was given".to_owned(),
         }
     } else {
-        qemu::choose_accel(&kernel.vmlinuz, &results.join("kvm-probe.cpio"))
+        qemu::choose_accel(&kernel.vmlinuz, &run.dir.join("kvm-probe.cpio"))
     };
+    print_plan(args, &kernel, &accel, &built, &steps, &run);
+    let boot = qemu::Boot {
+        vmlinuz: &kernel.vmlinuz,
+        initramfs: &run.dir.join("initramfs.cpio"),
+        memory_mib: args.memory_mib,
+        cpus: args.cpus,
+        shares: vec![
+            (PathBuf::from("/"), guest::HOST_TAG, true),
+            (run.results.clone(), guest::RESULTS_TAG, false),
+        ],
+    };
+    let vm_started = Instant::now();
+    let limit = Duration::from_secs(args.time_limit_min * 60);
+    let ended = qemu::run(&boot, &accel, limit, &mut |line| println!("{line}"))?;
+    let outcome = suite::Outcome::read(&run.results, &steps);
+    let times = (vm_started.elapsed(), started.elapsed());
+    outcome.print(&ended, &accel, &kernel.release, times.0, times.1);
+    if !outcome.ok() {
+        bail!("vm-test failed (logs in {})", run.results.display());
+    }
+    Ok(())
+}
+
+fn print_plan(
+    args: &Args,
+    kernel: &kernel::Kernel,
+    accel: &qemu::Accel,
+    built: &artefacts::Artefacts,
+    steps: &[guest::Step],
+    run: &RunDir,
+) {
     println!(
         "vm-test: kernel {} ({} {}), {} CPUs, {} MiB, {}",
         kernel.release,
@@ -77,69 +109,80 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         accel.describe()
     );
     for t in &built.tests {
-        println!(
-            "vm-test: {}: {} privileged test(s)",
-            t.name,
-            t.privileged.len()
-        );
+        let n = t.privileged.len();
+        println!("vm-test: {}: {n} privileged test(s)", t.name);
     }
+    let (n, dir) = (steps.len(), run.results.display());
     println!(
-        "vm-test: {} step(s); results in {}",
-        steps.len(),
-        results.display()
+        "vm-test: {n} step(s) ({:?} suite); results in {dir}",
+        args.suite
     );
-    let boot = qemu::Boot {
-        vmlinuz: &kernel.vmlinuz,
-        initramfs: &results.join("initramfs.cpio"),
-        memory_mib: args.memory_mib,
-        cpus: args.cpus,
-        shares: vec![
-            (PathBuf::from("/"), guest::HOST_TAG, true),
-            (results.clone(), guest::RESULTS_TAG, false),
-        ],
-    };
-    let vm_started = Instant::now();
-    let limit = Duration::from_secs(args.time_limit_min * 60);
-    let ended = qemu::run(&boot, &accel, limit, &mut |line| println!("{line}"))?;
-    let outcome = suite::Outcome::read(&results, &steps, args.suite);
-    outcome.print(
-        &ended,
-        &accel,
-        &kernel.release,
-        vm_started.elapsed(),
-        started.elapsed(),
-    );
-    if !outcome.ok() {
-        bail!("vm-test failed (logs in {})", results.display());
-    }
-    Ok(())
 }
 
-/// `target/vm/runs/<release>-<unix seconds>`, kept after the run for its logs.
-fn new_results_dir(vm_dir: &Path, release: &str) -> anyhow::Result<PathBuf> {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let dir = vm_dir.join("runs").join(format!("{release}-{secs}"));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(dir)
+/// Runs kept under `target/vm/runs` (older ones are removed when a run starts).
+const KEEP_RUNS: usize = 3;
+
+/// `target/vm/runs/<release>-<unix seconds>`: the initramfs, the step script, the binaries'
+/// snapshot (`bin/`) and what the guest writes (`results/`, the only writable share).
+struct RunDir {
+    dir: PathBuf,
+    results: PathBuf,
+}
+
+impl RunDir {
+    fn new(vm_dir: &Path, release: &str) -> anyhow::Result<Self> {
+        let runs = vm_dir.join("runs");
+        prune(&runs);
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let dir = runs.join(format!("{release}-{secs}"));
+        let results = dir.join("results");
+        std::fs::create_dir_all(&results)
+            .with_context(|| format!("creating {}", results.display()))?;
+        Ok(RunDir { dir, results })
+    }
+}
+
+/// Removes all but the newest `KEEP_RUNS - 1` runs (the new one makes `KEEP_RUNS`).
+fn prune(runs: &Path) {
+    let Ok(entries) = std::fs::read_dir(runs) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    dirs.sort();
+    let excess = dirs.len().saturating_sub(KEEP_RUNS - 1);
+    for (_, dir) in dirs.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn write_guest_files(
     kernel: &kernel::Kernel,
     root: &Path,
-    results: &Path,
+    run: &RunDir,
     steps: &[guest::Step],
+    binds: &[(PathBuf, PathBuf)],
 ) -> anyhow::Result<()> {
     let mut env = Vec::new();
     if let Ok(ci) = std::env::var("CI") {
         env.push(("CI".to_owned(), ci));
     }
+    let script = run.dir.join("steps.sh");
     std::fs::write(
-        results.join("steps.sh"),
-        guest::steps_script(root, results, &env, steps),
+        &script,
+        guest::steps_script(root, &run.results, &env, steps),
     )?;
-    let init = guest::init_script(&kernel.release, &kernel.modules, results);
-    initramfs::build(kernel, &init, &results.join("initramfs.cpio"))?;
-    initramfs::build(kernel, &qemu::probe_init(), &results.join("kvm-probe.cpio"))
+    let init = guest::init_script(
+        &kernel.release,
+        &kernel.modules,
+        &run.results,
+        &script,
+        binds,
+    );
+    initramfs::build(kernel, &init, &run.dir.join("initramfs.cpio"))?;
+    initramfs::build(kernel, &qemu::probe_init(), &run.dir.join("kvm-probe.cpio"))
 }

@@ -74,7 +74,12 @@ impl Boot<'_> {
             .arg(self.vmlinuz)
             .arg("-initrd")
             .arg(self.initramfs)
-            .args(["-append", "console=ttyS0 quiet loglevel=4 panic=-1"]);
+            // A busy host starves the vCPU threads now and then: RCU stall reports would only
+            // clutter the console.
+            .args([
+                "-append",
+                "console=ttyS0 quiet loglevel=4 panic=-1 rcupdate.rcu_cpu_stall_suppress=1",
+            ]);
         for (dir, tag, ro) in &self.shares {
             let ro = if *ro { ",readonly=on" } else { "" };
             cmd.arg("-virtfs").arg(format!(

@@ -85,7 +85,7 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    pub fn read(results: &Path, planned: &[Step], _suite: Suite) -> Self {
+    pub fn read(results: &Path, planned: &[Step]) -> Self {
         let recorded = report::read_steps(results);
         let steps = planned
             .iter()
