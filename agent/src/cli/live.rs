@@ -11,8 +11,8 @@ use crate::{
     observe::{board::Live, ExplainQuery},
 };
 
-/// The agent socket's default path.
-pub const DEFAULT_SOCKET: &str = "/run/palisade/agent.sock";
+/// The agent socket's default path (the one the CNI plugin uses too).
+pub const DEFAULT_SOCKET: &str = crate::cni::plugin::DEFAULT_SOCKET;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -103,7 +103,16 @@ pub trait Watched:
 
 fn strip_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
-    meta.annotations = None;
+    // Only Palisade's own annotations are read (`palisade.dev/audit` on namespaces).
+    meta.annotations = meta
+        .annotations
+        .take()
+        .map(|a| {
+            a.into_iter()
+                .filter(|(k, _)| k.starts_with("palisade.dev/"))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        })
+        .filter(|a| !a.is_empty());
     meta.owner_references = None;
 }
 
@@ -277,5 +286,23 @@ mod tests {
         };
         assert_eq!(n.labels["kubernetes.io/metadata.name"], "x");
         assert_eq!(ns.model_key(), ObjectKey::new("", "x"));
+    }
+
+    #[test]
+    fn namespace_keeps_only_palisade_annotations() {
+        let mut ns: Namespace = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "x", "annotations": {"palisade.dev/audit": "true", "big": "blob"}}
+        }))
+        .unwrap();
+        ns.strip();
+        let v = serde_json::to_value(&ns).unwrap();
+        assert_eq!(
+            v["metadata"]["annotations"],
+            serde_json::json!({"palisade.dev/audit": "true"})
+        );
+        let ModelChange::UpsertNamespace(n) = ns.to_model().unwrap() else {
+            panic!("not a namespace")
+        };
+        assert!(n.audit(), "audit mode reaches the model");
     }
 }
