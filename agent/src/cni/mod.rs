@@ -3,6 +3,7 @@
 //! installed ([`discover`]).
 
 pub mod discover;
+pub mod netlink;
 pub mod plugin;
 
 #[cfg(test)]

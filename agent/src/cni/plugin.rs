@@ -144,8 +144,7 @@ pub fn endpoint_of(
     // the last host-side interface that is not a bridge.
     let host = ifaces
         .iter()
-        .filter(|i| i.sandbox.as_deref().is_none_or(str::is_empty) && !is_bridge(&i.name))
-        .next_back()
+        .rfind(|i| i.sandbox.as_deref().is_none_or(str::is_empty) && !is_bridge(&i.name))
         .ok_or_else(|| {
             CniError::new(
                 Code::InvalidConfig,

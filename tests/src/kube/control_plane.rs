@@ -125,6 +125,12 @@ impl ControlPlane {
         format!("https://127.0.0.1:{}", self.ports.apiserver)
     }
 
+    /// Makes the API server reachable at the same address from inside network namespace
+    /// `netns` (a test node), for agents running there; relays until dropped.
+    pub fn forward_into(&self, netns: &str) -> Result<super::LoopbackForward, ControlPlaneError> {
+        super::LoopbackForward::into_netns(netns, self.ports.apiserver)
+    }
+
     /// The admin kubeconfig (absolute path).
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")

@@ -19,6 +19,7 @@
 #[cfg(feature = "kube")]
 mod api;
 mod control_plane;
+mod forward;
 mod pki;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +27,7 @@ use std::path::{Path, PathBuf};
 #[cfg(feature = "kube")]
 pub use api::{ApiError, TestApi};
 pub use control_plane::{cleanup_stale, stop_detached, ControlPlane, Ports, StateFile, STATE_FILE};
+pub use forward::LoopbackForward;
 pub use pki::Pki;
 
 /// Overrides where the API server binaries are (a directory with `kube-apiserver` and
@@ -65,6 +67,8 @@ pub enum ControlPlaneError {
     Exec(#[from] crate::exec::ExecError),
     #[error("writing the state file: {0}")]
     State(#[source] serde_json::Error),
+    #[error("relaying the API server into a node namespace: {0}")]
+    Forward(String),
 }
 
 /// Where `cargo xtask k8s` caches what it builds: `~/.cache/palisade/k8s`.

@@ -31,7 +31,7 @@ pub struct ResourceHealth {
     pub events: u64,
     /// Failed list or watch calls (each is retried after a backoff).
     pub errors: u64,
-    /// Times the watch came back after failing.
+    /// Times the API server answered again after a failure (the watch resumes or relists).
     pub reconnects: u64,
     /// Complete relists after the first list (watch expired: 410 Gone, API server restarted).
     pub relists: u64,
@@ -106,15 +106,30 @@ impl State {
     }
 
     fn seen(&mut self, kind: ResourceKind) -> &mut ResourceHealth {
+        self.recovered(kind);
         let h = self.health.entry(kind).or_default();
         h.events += 1;
         h.last_event_at = Some(SystemTime::now());
+        h
+    }
+
+    /// Whether the last list or watch call of `kind` failed with nothing working since.
+    pub fn failing(&self, kind: ResourceKind) -> bool {
+        self.health.get(&kind).is_some_and(|h| h.failing)
+    }
+
+    /// The API server answers again for `kind` (an event arrived, or a check call worked).
+    pub fn recovered(&mut self, kind: ResourceKind) {
+        let h = self.health.entry(kind).or_default();
         if h.failing {
             h.failing = false;
             h.reconnects += 1;
-            tracing::info!(resource = kind.as_str(), "watch is back");
+            tracing::info!(
+                resource = kind.as_str(),
+                errors = h.errors,
+                "the API server answers again; watching from the last known state"
+            );
         }
-        h
     }
 
     /// An object was added or modified.

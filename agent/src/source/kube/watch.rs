@@ -6,6 +6,7 @@ use std::{pin::pin, sync::Arc, time::Duration};
 
 use futures::StreamExt as _;
 use kube::{
+    api::ListParams,
     runtime::{reflector, watcher, WatchStreamExt as _},
     Api, Client,
 };
@@ -40,26 +41,46 @@ impl Default for WatchOptions {
 /// Runs the reflector of `K` until the task is dropped.
 pub async fn run<K: Watched>(client: Client, shared: Arc<Shared>, opts: WatchOptions) {
     let api: Api<K> = Api::all(client);
+    let watched = api.clone();
     let (store, writer) = reflector::store::<K>();
     shared.set_store(K::KIND, Box::new(move || store.len()));
     let config = watcher::Config::default()
         .timeout(u32::try_from(opts.watch_timeout.as_secs()).unwrap_or(290))
         .page_size(opts.page_size);
-    let stream = watcher(api, config)
+    let stream = watcher(watched, config)
         .modify(K::strip)
         .backoff(Jittered::new(opts.backoff_min, opts.backoff_max));
     let mut events = pin!(reflector(writer, stream));
-    while let Some(item) = events.next().await {
-        let mut state = shared.lock();
-        match item {
-            Ok(watcher::Event::Apply(obj)) => state.apply(K::KIND, obj.model_key(), obj.to_model()),
-            Ok(watcher::Event::Delete(obj)) => state.delete(K::KIND, &obj.model_key()),
-            Ok(watcher::Event::Init) => state.init(K::KIND),
-            Ok(watcher::Event::InitApply(obj)) => {
-                state.init_apply(K::KIND, obj.model_key(), obj.to_model());
+    // A watch that comes back after a failure emits nothing until something changes, so while
+    // failing we also ask the API server directly whether it answers again.
+    let mut check = tokio::time::interval(opts.backoff_max.max(Duration::from_millis(200)));
+    loop {
+        tokio::select! {
+            item = events.next() => match item {
+                Some(item) => apply(&shared, item),
+                None => break,
+            },
+            _ = check.tick() => {
+                if shared.lock().failing(K::KIND)
+                    && api.list(&ListParams::default().limit(1)).await.is_ok()
+                {
+                    shared.lock().recovered(K::KIND);
+                }
             }
-            Ok(watcher::Event::InitDone) => state.init_done(K::KIND),
-            Err(e) => state.error(K::KIND, &e),
         }
+    }
+}
+
+fn apply<K: Watched>(shared: &Shared, item: Result<watcher::Event<K>, watcher::Error>) {
+    let mut state = shared.lock();
+    match item {
+        Ok(watcher::Event::Apply(obj)) => state.apply(K::KIND, obj.model_key(), obj.to_model()),
+        Ok(watcher::Event::Delete(obj)) => state.delete(K::KIND, &obj.model_key()),
+        Ok(watcher::Event::Init) => state.init(K::KIND),
+        Ok(watcher::Event::InitApply(obj)) => {
+            state.init_apply(K::KIND, obj.model_key(), obj.to_model());
+        }
+        Ok(watcher::Event::InitDone) => state.init_done(K::KIND),
+        Err(e) => state.error(K::KIND, &e),
     }
 }
