@@ -51,24 +51,40 @@ fn list(v: &Value) -> Vec<String> {
 /// The human form of a status response.
 pub fn render_status(body: &Value) -> String {
     let live: Live = serde_json::from_value(body["dataplane"].clone()).unwrap_or_default();
-    let mut s = format!(
-        "agent on node {}, started {}\nsource: {} ({}{}), last change seen {}, last sync {} ({} ms, compile {} ms, {} syncs)\n",
+    [
+        header(body, &live),
+        endpoints(&live),
+        counters(&live),
+        problems(body, &live),
+    ]
+    .concat()
+}
+
+fn header(body: &Value, live: &Live) -> String {
+    let w = &live.watch;
+    let health = if w.healthy { "healthy" } else { "UNHEALTHY" };
+    let detail = if w.detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", w.detail)
+    };
+    format!(
+        "agent on node {}, started {}\nsource: {} ({health}{detail}), last change seen {}, last sync {} ({} ms, compile {} ms, {} syncs)\napplied revision {}, policy generation {}\n",
         live.node,
         live.started_at,
-        live.watch.source,
-        if live.watch.healthy { "healthy" } else { "UNHEALTHY" },
-        if live.watch.detail.is_empty() { String::new() } else { format!(": {}", live.watch.detail) },
-        live.watch.last_change_seen.as_deref().unwrap_or("-"),
-        live.watch.last_sync.as_deref().unwrap_or("-"),
-        live.watch.last_sync_ms,
-        live.watch.last_compile_ms,
-        live.watch.syncs,
-    );
-    s += &format!(
-        "applied revision {}, policy generation {}\n",
-        body["applied_revision"], live.policy_generation
-    );
-    s += &format!("endpoints ({}):\n", live.endpoints.len());
+        w.source,
+        w.last_change_seen.as_deref().unwrap_or("-"),
+        w.last_sync.as_deref().unwrap_or("-"),
+        w.last_sync_ms,
+        w.last_compile_ms,
+        w.syncs,
+        body["applied_revision"],
+        live.policy_generation
+    )
+}
+
+fn endpoints(live: &Live) -> String {
+    let mut s = format!("endpoints ({}):\n", live.endpoints.len());
     for e in &live.endpoints {
         let audit = if e.audit { "  AUDIT" } else { "" };
         s += &format!(
@@ -83,42 +99,46 @@ pub fn render_status(body: &Value) -> String {
             m.map, m.entries, m.capacity, m.percent
         );
     }
-    let counts = |m: &std::collections::BTreeMap<String, u64>| {
-        let v: Vec<String> = m
-            .iter()
-            .filter(|(_, n)| **n > 0)
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect();
-        if v.is_empty() {
-            "-".to_owned()
-        } else {
-            v.join(", ")
-        }
-    };
-    s += &format!("datapath packets: {}\n", counts(&live.datapath));
-    s += &format!("audited packets: {}\n", counts(&live.audited));
+    s
+}
+
+fn nonzero(m: &std::collections::BTreeMap<String, u64>) -> String {
+    let v: Vec<String> = m
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    if v.is_empty() {
+        "-".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn counters(live: &Live) -> String {
     let audit_ns = if live.audit.namespaces.is_empty() {
         "-".to_owned()
     } else {
         live.audit.namespaces.join(", ")
     };
-    s += &format!(
-        "audit mode: agent-wide {}, namespaces {audit_ns}\n",
-        live.audit.agent
-    );
-    match &live.flow_log {
-        Some(f) => {
-            s += &format!(
-                "flow log: {} (allows {}, rate {}/s): {} written, {} dropped by the rate limit; {} events received\n",
-                f.target, f.allows, f.rate, f.written, f.dropped, live.events_received
-            );
-        }
-        None => s += "flow log: off\n",
-    }
-    s += &format!(
-        "metrics: {}\n",
+    let flow = match &live.flow_log {
+        Some(f) => format!(
+            "flow log: {} (allows {}, rate {}/s): {} written, {} dropped by the rate limit; {} events received\n",
+            f.target, f.allows, f.rate, f.written, f.dropped, live.events_received
+        ),
+        None => "flow log: off\n".to_owned(),
+    };
+    format!(
+        "datapath packets: {}\naudited packets: {}\naudit mode: agent-wide {}, namespaces {audit_ns}\n{flow}metrics: {}\n",
+        nonzero(&live.datapath),
+        nonzero(&live.audited),
+        live.audit.agent,
         live.metrics_addr.as_deref().unwrap_or("off")
-    );
+    )
+}
+
+fn problems(body: &Value, live: &Live) -> String {
+    let mut s = String::new();
     let problems: Vec<String> = list(&body["policy_problems"])
         .into_iter()
         .chain(list(&body["notes"]))
@@ -212,4 +232,65 @@ pub fn lint(socket: &Path, json: bool, out: &mut dyn Write) -> Result<bool, CliE
     let body = ask(socket, &Request::Lint)?;
     let report: lint::Report = serde_json::from_value(body).map_err(CliError::Json)?;
     lint::print(report.findings, json, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observe::board::{EndpointView, ErrorEntry, MapUsage};
+
+    #[test]
+    fn status_text_has_every_section() {
+        let mut live = Live {
+            node: "node-0".into(),
+            policy_generation: 4,
+            ..Live::default()
+        };
+        live.watch.source = "manifests /m".into();
+        live.watch.healthy = true;
+        live.endpoints.push(EndpointView {
+            pod: "x/a".into(),
+            ifname: "veth1".into(),
+            ifindex: 7,
+            state: "attached".into(),
+            attach: "tcx".into(),
+            ingress: "isolated by x/p".into(),
+            egress: "open".into(),
+            audit: true,
+            generation: 4,
+        });
+        live.maps.push(MapUsage {
+            map: "policy".into(),
+            entries: 3,
+            capacity: 100,
+            percent: 3.0,
+        });
+        live.datapath.insert("none".into(), 9);
+        live.recent_errors.push_back(ErrorEntry {
+            time: "t".into(),
+            message: "boom".into(),
+        });
+        let mut body =
+            serde_json::json!({"applied_revision": 2, "policy_problems": ["bad"], "notes": []});
+        body["dataplane"] = serde_json::to_value(&live).unwrap();
+        let text = render_status(&body);
+        for want in [
+            "agent on node node-0",
+            "source: manifests /m (healthy)",
+            "applied revision 2, policy generation 4",
+            "endpoints (1):",
+            "x/a",
+            "attached via tcx, generation 4  AUDIT",
+            "ingress: isolated by x/p",
+            "policy             3 / 100      (3.0%)",
+            "datapath packets: none 9",
+            "audited packets: -",
+            "flow log: off",
+            "metrics: off",
+            "policy problems and notes (1):",
+            "  t boom",
+        ] {
+            assert!(text.contains(want), "{want:?} missing from:\n{text}");
+        }
+    }
 }
