@@ -211,32 +211,14 @@ impl Observer {
         {
             self.last_conntrack = None;
         }
-        let m = &self.metrics;
-        m.syncs.inc();
-        m.compile_seconds.observe(info.compile.as_secs_f64());
-        m.sync_latency_seconds.observe(info.latency.as_secs_f64());
-        m.sync_problems
-            .set(i64::try_from(report.problems.len()).unwrap_or(i64::MAX));
-        m.policy_generation.set(i64::from(view.generation));
-        for state in ["attached", "fail_closed", "error"] {
-            let n = report
-                .endpoints
-                .values()
-                .filter(|s| state_name(**s) == state)
-                .count();
-            m.endpoints
-                .get_or_create(&StateLabels {
-                    state: state.to_owned(),
-                })
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
+        self.sync_metrics(view, report, info);
         for (kind, n) in occupancy(view) {
             self.set_usage(dp, kind, n);
         }
         let endpoints = endpoint_views(dp, view, report);
         let audited_ns = audited_namespaces(view);
         let seen = SystemTime::now() - info.seen.elapsed();
-        let syncs = m.syncs.get();
+        let syncs = self.metrics.syncs.get();
         self.board.update(|l| {
             l.policy_generation = view.generation;
             l.endpoints = endpoints;
@@ -256,6 +238,30 @@ impl Observer {
                 l.error(format!("sync: {who}: {}", p.message));
             }
         });
+    }
+}
+
+impl Observer {
+    fn sync_metrics(&self, view: &View<'_>, report: &SyncReport, info: &SyncInfo) {
+        let m = &self.metrics;
+        m.syncs.inc();
+        m.compile_seconds.observe(info.compile.as_secs_f64());
+        m.sync_latency_seconds.observe(info.latency.as_secs_f64());
+        m.sync_problems
+            .set(i64::try_from(report.problems.len()).unwrap_or(i64::MAX));
+        m.policy_generation.set(i64::from(view.generation));
+        for state in ["attached", "fail_closed", "error"] {
+            let n = report
+                .endpoints
+                .values()
+                .filter(|s| state_name(**s) == state)
+                .count();
+            m.endpoints
+                .get_or_create(&StateLabels {
+                    state: state.to_owned(),
+                })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 }
 
