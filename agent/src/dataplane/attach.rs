@@ -1,15 +1,21 @@
 //! Attaching the programs to interfaces: tcx where the kernel has it (links pinned for adoption
-//! across restarts), legacy clsact otherwise.
+//! across restarts), legacy clsact otherwise (kernels before 6.6: a direct-action filter at a
+//! fixed priority and handle, replaced in place by a later agent; see docs/kernels.md).
 
 use std::path::PathBuf;
 
 use aya::programs::{
-    links::{FdLink, PinnedLink},
-    tc::{self, SchedClassifierLink},
+    links::{FdLink, LinkOrder, PinnedLink},
+    tc::{self, SchedClassifierLink, TcHandle},
     TcAttachType,
 };
 
 use super::{Dataplane, DataplaneError};
+
+/// The priority and handle of Palisade's clsact filters. Fixed, so that a new agent finds the
+/// filter of an earlier one and replaces its program in place, and detach finds it.
+const CLSACT_PRIORITY: u16 = 1;
+const CLSACT_HANDLE: TcHandle = TcHandle::new(0, 0x50a1);
 
 /// Where a program sits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -92,25 +98,49 @@ impl Dataplane {
             return Ok(AttachMode::TcxAdopted);
         }
         let prog = self.program(hook)?;
-        match prog.attach(ifname, hook.attach_type()) {
+        let tcx = tc::TcAttachOptions::TcxOrder(LinkOrder::default());
+        match prog.attach_with_options(ifname, hook.attach_type(), tcx) {
             Ok(id) => self.pin_or_keep(hook, id, path),
-            Err(_) => {
-                // No tcx (kernel < 6.6): legacy clsact. Adding the qdisc again is harmless.
-                let _ = tc::qdisc_add_clsact(ifname);
-                let prog = self.program(hook)?;
-                let id = prog
-                    .attach_with_options(
-                        ifname,
-                        hook.attach_type(),
-                        tc::TcAttachOptions::Netlink(tc::NlOptions::default()),
-                    )
-                    .map_err(perr)?;
-                let link = prog.take_link(id).map_err(perr)?;
-                // The filter stays on the interface after the agent exits.
-                std::mem::forget(link);
-                Ok(AttachMode::Clsact)
-            }
+            // No tcx (kernel < 6.6: the link type is unknown to it).
+            Err(_) => self.attach_clsact(ifname, hook),
         }
+    }
+
+    /// A direct-action filter on the interface's clsact qdisc. If an earlier agent's filter is
+    /// there, its program is replaced in place (netlink without `NLM_F_CREATE`: atomic, never
+    /// a moment without a program); otherwise the filter is created.
+    fn attach_clsact(&mut self, ifname: &str, hook: Hook) -> Result<AttachMode, DataplaneError> {
+        let name = hook.program_name();
+        let perr = |source| DataplaneError::Program { name, source };
+        // Adding the qdisc again is harmless.
+        let _ = tc::qdisc_add_clsact(ifname);
+        let prog = self.program(hook)?;
+        let existing = SchedClassifierLink::attached(
+            ifname,
+            hook.attach_type(),
+            CLSACT_PRIORITY,
+            CLSACT_HANDLE,
+            None,
+        );
+        // A failed replace (no such filter yet) leaves the interface as it was.
+        let replaced = existing.ok().and_then(|l| prog.attach_to_link(l).ok());
+        let id = match replaced {
+            Some(id) => id,
+            None => {
+                let options = tc::NlOptions {
+                    priority: CLSACT_PRIORITY,
+                    handle: CLSACT_HANDLE,
+                    ..Default::default()
+                };
+                let options = tc::TcAttachOptions::Netlink(options);
+                prog.attach_with_options(ifname, hook.attach_type(), options)
+                    .map_err(perr)?
+            }
+        };
+        let link = prog.take_link(id).map_err(perr)?;
+        // The filter belongs to the interface and stays after the agent exits.
+        std::mem::forget(link);
+        Ok(AttachMode::Clsact)
     }
 
     fn pin_or_keep(
@@ -134,17 +164,42 @@ impl Dataplane {
         }
     }
 
-    /// Detaches `hook` from the interface with `ifindex` by removing its pinned tcx link.
+    /// Detaches `hook` from the interface with `ifindex`: removes its pinned tcx link, or
+    /// else its clsact filter if the interface still exists.
     pub fn detach(&mut self, ifindex: u32, hook: Hook) -> Result<(), DataplaneError> {
         let path = self.link_path(ifindex, hook);
-        match PinnedLink::from_pin(&path) {
-            Ok(link) => link
+        if let Ok(link) = PinnedLink::from_pin(&path) {
+            return link
                 .unpin()
                 .map(drop)
-                .map_err(|source| DataplaneError::Bpffs { path, source }),
-            Err(_) => Ok(()),
+                .map_err(|source| DataplaneError::Bpffs { path, source });
         }
+        if let Some(ifname) = ifname(ifindex) {
+            let filter = SchedClassifierLink::attached(
+                &ifname,
+                hook.attach_type(),
+                CLSACT_PRIORITY,
+                CLSACT_HANDLE,
+                None,
+            );
+            // Dropping the link deletes the filter; there may be none (nothing to do).
+            drop(filter);
+        }
+        Ok(())
     }
+}
+
+/// The name of the interface with `ifindex` in the current network namespace, if it exists.
+fn ifname(ifindex: u32) -> Option<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` has the IF_NAMESIZE bytes if_indextoname may write.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: on success the buffer holds a NUL-terminated name.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    name.to_str().ok().map(str::to_owned)
 }
 
 /// The ifindex of `ifname` in the current network namespace.

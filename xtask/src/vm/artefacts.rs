@@ -59,14 +59,9 @@ impl Artefacts {
 
 /// Builds everything (debug profile) and lists the privileged tests.
 pub fn build(root: &Path) -> anyhow::Result<Artefacts> {
-    println!("vm-test: building the agent, the probe, the conformance runner and the test executables (host)");
-    cmd::run(Command::new("cargo").current_dir(root).args([
-        "build",
-        "-p",
-        "palisade",
-        "-p",
-        "palisade-tests",
-    ]))?;
+    // `cargo test` builds the binaries the integration tests use (`palisade`, `probe`,
+    // `conformance`) with the same features as `cargo xtask test`, so nothing is built twice.
+    println!("vm-test: cargo test --no-run (host): the test executables and the binaries they run");
     let out = Command::new("cargo")
         .current_dir(root)
         .args([
