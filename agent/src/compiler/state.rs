@@ -99,6 +99,9 @@ impl Compiler {
     pub fn apply(&mut self, changes: impl IntoIterator<Item = ModelChange>) -> Delta {
         let mut dirty = Dirty::default();
         for change in changes {
+            // Whether a hostNetwork pod goes away must be read before the change is applied:
+            // afterwards the model no longer has it, and its IP would stay a HOST address.
+            dirty.host |= self.removes_host_pod(&change);
             for done in self.model.apply(change) {
                 self.mark(&done, &mut dirty);
             }
@@ -130,6 +133,21 @@ impl Compiler {
         }
         self.out.problems = self.problems();
         delta
+    }
+
+    /// Whether `change` removes a hostNetwork pod or turns hostNetwork off for one.
+    fn removes_host_pod(&self, change: &ModelChange) -> bool {
+        let was_host = |key: &ObjectKey| self.model.pods.get(key).is_some_and(|p| p.host_network);
+        match change {
+            ModelChange::UpsertPod(pod) => was_host(&pod.key()),
+            ModelChange::DeletePod(key) => was_host(key),
+            ModelChange::DeleteNamespace(name) => self
+                .model
+                .pods
+                .values()
+                .any(|p| p.host_network && &p.namespace == name),
+            _ => false,
+        }
     }
 
     fn mark(&self, change: &ModelChange, dirty: &mut Dirty) {

@@ -126,13 +126,22 @@ pub fn load_str(text: &str, file: &Path) -> (Vec<ModelChange>, Vec<ManifestNote>
     (changes, notes)
 }
 
+/// The documents of a YAML stream, up to and including the first one that does not parse.
+/// serde_yaml's document iterator never ends after a syntax error (it yields the same error
+/// again and again: dtolnay/serde-yaml#193), so reading stops there: one malformed file must
+/// not hang the agent or grow its memory without bound.
 fn yaml_documents(text: &str) -> Vec<Result<Value, ManifestError>> {
-    serde_yaml::Deserializer::from_str(text)
-        .map(|doc| {
-            let yaml = serde_yaml::Value::deserialize(doc).map_err(ManifestError::Yaml)?;
-            serde_json::to_value(yaml).map_err(ManifestError::Json)
-        })
-        .collect()
+    let mut out = Vec::new();
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        match serde_yaml::Value::deserialize(doc) {
+            Ok(yaml) => out.push(serde_json::to_value(yaml).map_err(ManifestError::Json)),
+            Err(e) => {
+                out.push(Err(ManifestError::Yaml(e)));
+                break;
+            }
+        }
+    }
+    out
 }
 
 fn load_value(
