@@ -190,17 +190,20 @@ fn kube_source_survives_api_restart_and_outage() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let health = source.health();
-        if health
+        let reasons = api.event_reasons("default", "node-0").expect("events");
+        let reconnected = reasons.iter().any(|r| r == "PalisadeReconnected");
+        let back = health
             .resources
             .values()
-            .all(|h| !h.failing && h.reconnects >= 1)
-        {
+            .all(|h| !h.failing && h.reconnects >= 1);
+        if reconnected && back {
             eprintln!("health after the outage: {health:#?}");
+            assert!(reasons.iter().any(|r| r == "PalisadeSynced"), "{reasons:?}");
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "not all watches came back: {health:#?}"
+            "not all watches came back (or no event: {reasons:?}): {health:#?}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }

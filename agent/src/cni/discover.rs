@@ -12,8 +12,11 @@
 //! Not covered: pods behind other devices (macvlan, ipvlan, OVS) and pods that never answer.
 
 use std::{
+    collections::{BTreeMap, BTreeSet},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket},
-    time::Duration,
+    path::PathBuf,
+    sync::mpsc,
+    time::{Duration, Instant},
 };
 
 use super::netlink;
@@ -135,6 +138,99 @@ pub fn host_interface(ip: IpAddr) -> Option<String> {
     // A host route (/32, /128) straight to a device: the pod's own veth.
     let host_prefix = if ip.is_ipv4() { 32 } else { 128 };
     (route.prefix == host_prefix).then(|| route.ifname.clone())
+}
+
+/// A pod to look for: its key, IPs, and where its report goes.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub namespace: String,
+    pub name: String,
+    pub ips: Vec<IpAddr>,
+    /// The endpoint report to write when found (the name the socket's `cni_add` uses).
+    pub report: PathBuf,
+}
+
+/// How long before a pod that was not found is looked for again.
+pub const RETRY: Duration = Duration::from_secs(30);
+
+/// Looks for pods on a thread of its own (a lookup may wait for a neighbour to answer), and
+/// writes an endpoint report for each one it finds, as the CNI plugin would have; the agent's
+/// loop picks reports up like any other. Only pods that never had a report are looked for:
+/// once the CNI plugin has reported a pod, its DEL is the truth about it.
+#[derive(Debug)]
+pub struct Discoverer {
+    tx: mpsc::Sender<Vec<Candidate>>,
+}
+
+impl Discoverer {
+    pub fn start() -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Vec<Candidate>>();
+        std::thread::Builder::new()
+            .name("discovery".into())
+            .spawn(move || {
+                let mut tried: BTreeMap<String, Instant> = BTreeMap::new();
+                let mut reported: BTreeSet<String> = BTreeSet::new();
+                while let Ok(mut latest) = rx.recv() {
+                    while let Ok(newer) = rx.try_recv() {
+                        latest = newer;
+                    }
+                    look_for(&latest, &mut tried, &mut reported);
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// Offers the node's current pods (those with IPs); returns at once.
+    pub fn offer(&self, pods: Vec<Candidate>) {
+        let _ = self.tx.send(pods);
+    }
+}
+
+fn look_for(
+    pods: &[Candidate],
+    tried: &mut BTreeMap<String, Instant>,
+    reported: &mut BTreeSet<String>,
+) {
+    let keys: BTreeSet<String> = pods
+        .iter()
+        .map(|p| format!("{}/{}", p.namespace, p.name))
+        .collect();
+    tried.retain(|k, _| keys.contains(k));
+    reported.retain(|k| keys.contains(k));
+    for pod in pods {
+        let key = format!("{}/{}", pod.namespace, pod.name);
+        if pod.report.exists() {
+            reported.insert(key);
+            continue;
+        }
+        if reported.contains(&key) || tried.get(&key).is_some_and(|t| t.elapsed() < RETRY) {
+            continue;
+        }
+        tried.insert(key.clone(), Instant::now());
+        let Some(ifname) = pod.ips.iter().find_map(|ip| host_interface(*ip)) else {
+            tracing::warn!(pod = key, ips = ?pod.ips, "pod not found on this node's interfaces; looking again in {} s", RETRY.as_secs());
+            continue;
+        };
+        match write_report(pod, &ifname) {
+            Ok(()) => tracing::info!(
+                pod = key,
+                ifname,
+                "discovered a pod the CNI plugin did not report (wired before the agent)"
+            ),
+            Err(e) => tracing::warn!(pod = key, "writing its endpoint report: {e}"),
+        }
+    }
+}
+
+fn write_report(pod: &Candidate, ifname: &str) -> std::io::Result<()> {
+    let record = serde_json::json!({"namespace": pod.namespace, "name": pod.name,
+        "ifname": ifname, "ips": pod.ips});
+    if let Some(dir) = pod.report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = pod.report.with_extension("discovered-tmp");
+    std::fs::write(&tmp, record.to_string())?;
+    std::fs::rename(&tmp, &pod.report)
 }
 
 #[cfg(test)]

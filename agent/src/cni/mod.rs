@@ -3,6 +3,7 @@
 //! installed ([`discover`]).
 
 pub mod discover;
+pub mod install;
 pub mod netlink;
 pub mod plugin;
 

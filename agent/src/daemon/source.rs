@@ -3,12 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{watch, DaemonError, EndpointRecord, Settings, ENDPOINT_FILE_SUFFIX};
+use super::{watch, DaemonError, Settings, ENDPOINT_FILE_SUFFIX};
 use crate::{
-    cni::discover,
+    cni::discover::{Candidate, Discoverer},
     model::Model,
     source::{
-        kube::{Health, KubeSettings, KubeSource},
+        kube::{Health, KubeError, KubeSettings, KubeSource},
         manifest,
     },
 };
@@ -28,10 +28,10 @@ pub(super) enum Running {
     Manifests(PathBuf),
     Kube {
         source: KubeSource,
-        /// This node's name and endpoint-report directory, for start-up discovery.
+        /// This node's name and endpoint-report directory, for discovery.
         node: String,
         endpoints: PathBuf,
-        discovered: bool,
+        discoverer: Discoverer,
     },
 }
 
@@ -55,10 +55,13 @@ impl Running {
         Ok(match &settings.source {
             Source::Manifests(dir) => Self::Manifests(dir.clone()),
             Source::Kube(kube) => Self::Kube {
-                source: KubeSource::start(kube.clone())?,
+                source: KubeSource::start(KubeSettings {
+                    node: Some(settings.node.clone()),
+                    ..kube.clone()
+                })?,
                 node: settings.node.clone(),
                 endpoints: settings.endpoints.clone(),
-                discovered: false,
+                discoverer: Discoverer::start().map_err(KubeError::Thread)?,
             },
         })
     }
@@ -72,7 +75,7 @@ impl Running {
     }
 
     /// The source's model now (`None`: the API source has no complete model yet).
-    pub fn load(&mut self, mark: Mark) -> Result<Option<Loaded>, DaemonError> {
+    pub fn load(&self, mark: Mark) -> Result<Option<Loaded>, DaemonError> {
         match self {
             Self::Manifests(dir) => {
                 let revision = watch::revision(dir);
@@ -93,15 +96,12 @@ impl Running {
                 source,
                 node,
                 endpoints,
-                discovered,
+                discoverer,
             } => {
                 let Some((generation, model)) = source.snapshot() else {
                     return Ok(None);
                 };
-                if !*discovered {
-                    *discovered = true;
-                    discover_local_pods(&model, node, endpoints);
-                }
+                discoverer.offer(local_pods(&model, node, endpoints));
                 Ok(Some(Loaded {
                     mark: Mark::Generation(generation),
                     revision: generation,
@@ -121,47 +121,20 @@ impl Running {
     }
 }
 
-/// Start-up discovery: this node's pods that have IPs but no endpoint report were wired before
-/// Palisade was installed (or while no agent ran), so no CNI ADD will report them. Their host
-/// interfaces are found in the node's routes, neighbours and bridge ports, and reported as
-/// the CNI plugin would have.
-fn discover_local_pods(model: &Model, node: &str, endpoints: &Path) {
-    let local = model
+/// This node's pods that have IPs, for discovery: a pod with an IP but no endpoint report was
+/// wired without the CNI plugin (before Palisade was installed, or while the node's CNI had
+/// rewritten its configuration), so no CNI ADD will report it.
+fn local_pods(model: &Model, node: &str, endpoints: &Path) -> Vec<Candidate> {
+    model
         .pods
         .values()
-        .filter(|p| p.node_name.as_deref() == Some(node) && p.is_endpoint());
-    for pod in local {
-        // The name the socket's `cni_add` gives a pod's report.
-        let path = endpoints.join(format!(
-            "{}_{}{ENDPOINT_FILE_SUFFIX}",
-            pod.namespace, pod.name
-        ));
-        if path.exists() {
-            continue;
-        }
-        let Some(ifname) = pod.ips.iter().find_map(|ip| discover::host_interface(*ip)) else {
-            tracing::warn!(pod = %pod.key(), ips = ?pod.ips, "pod found in the API but not on this node's interfaces; not attached until its next CNI ADD");
-            continue;
-        };
-        let record = EndpointRecord {
-            namespace: pod.namespace.clone(),
-            name: pod.name.clone(),
-            ifname: ifname.clone(),
-            ips: pod.ips.clone(),
-        };
-        let tmp = path.with_extension("discovered.tmp");
-        let written = serde_json::to_vec(&record)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| {
-                std::fs::create_dir_all(endpoints)?;
-                std::fs::write(&tmp, bytes)
-            })
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        match written {
-            Ok(()) => {
-                tracing::info!(pod = %pod.key(), ifname, "discovered a pod wired before the agent started")
-            }
-            Err(e) => tracing::warn!(pod = %pod.key(), "recording a discovered pod: {e}"),
-        }
-    }
+        .filter(|p| p.node_name.as_deref() == Some(node) && p.is_endpoint())
+        .map(|p| Candidate {
+            namespace: p.namespace.clone(),
+            name: p.name.clone(),
+            ips: p.ips.clone(),
+            // The name the socket's `cni_add` gives a pod's report.
+            report: endpoints.join(format!("{}_{}{ENDPOINT_FILE_SUFFIX}", p.namespace, p.name)),
+        })
+        .collect()
 }

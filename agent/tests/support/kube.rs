@@ -28,6 +28,11 @@ pub fn control_plane() -> ControlPlane {
 
 /// Source settings with quick retries and short watches (so that a test sees watch expiry).
 pub fn settings(kubeconfig: &Path) -> KubeSettings {
+    // The source's log, captured per test.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     KubeSettings {
         kubeconfig: Some(kubeconfig.to_owned()),
         watch: WatchOptions {
@@ -36,6 +41,7 @@ pub fn settings(kubeconfig: &Path) -> KubeSettings {
             watch_timeout: Duration::from_secs(2),
             page_size: 2,
         },
+        node: Some("node-0".into()),
     }
 }
 

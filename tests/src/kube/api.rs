@@ -240,6 +240,18 @@ impl TestApi {
         }
     }
 
+    /// The reasons of the events (events.k8s.io) about the object called `name`, oldest first.
+    pub fn event_reasons(&self, ns: &str, name: &str) -> Result<Vec<String>, ApiError> {
+        let api = Api::<k8s_openapi::api::events::v1::Event>::namespaced(self.client.clone(), ns);
+        let list = self.rt.block_on(api.list(&ListParams::default()))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect())
+    }
+
     /// Deletes a namespace and waits until it is gone. Its pods are deleted first with a zero
     /// grace period: with no kubelet, a graceful pod deletion would never finish, and neither
     /// would the namespace's.

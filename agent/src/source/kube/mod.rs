@@ -10,6 +10,7 @@
 //! whether it is synced, its last error, and how often it reconnected and relisted.
 
 mod backoff;
+mod events;
 mod kinds;
 mod state;
 mod watch;
@@ -44,6 +45,8 @@ pub struct KubeSettings {
     /// `~/.kube/config`), as kubectl infers it.
     pub kubeconfig: Option<PathBuf>,
     pub watch: WatchOptions,
+    /// This node's name: the source posts Events about itself on the Node object.
+    pub node: Option<String>,
 }
 
 /// Why the source could not start (once started, it only reports errors through health).
@@ -188,11 +191,18 @@ fn run_thread(
         };
         let _ = started.send(Ok(()));
         let opts = settings.watch;
-        let all = futures::future::join4(
+        let events = async {
+            match settings.node {
+                Some(node) => events::run(client.clone(), shared.clone(), node).await,
+                None => futures::future::pending().await,
+            }
+        };
+        let all = futures::future::join5(
             watch::run::<Namespace>(client.clone(), shared.clone(), opts.clone()),
             watch::run::<Pod>(client.clone(), shared.clone(), opts.clone()),
             watch::run::<Service>(client.clone(), shared.clone(), opts.clone()),
-            watch::run::<NetworkPolicy>(client, shared, opts),
+            watch::run::<NetworkPolicy>(client.clone(), shared.clone(), opts),
+            events,
         );
         tokio::select! {
             _ = all => tracing::warn!("watchers ended"),
