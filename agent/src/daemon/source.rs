@@ -39,7 +39,9 @@ pub(super) enum Running {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Mark {
     Dir(watch::Fingerprint),
-    Generation(u64),
+    /// The API model's generation, and how many watches are failing (so that the status shows
+    /// an outage as it starts and ends, although the model does not change).
+    Generation(u64, usize),
 }
 
 /// A loaded model with its revision (the manifests' `.revision` or the API generation).
@@ -70,7 +72,9 @@ impl Running {
     pub fn mark(&self) -> Option<Mark> {
         match self {
             Self::Manifests(dir) => Some(Mark::Dir(watch::fingerprint(dir))),
-            Self::Kube { source, .. } => source.generation().map(Mark::Generation),
+            Self::Kube { source, .. } => source
+                .generation()
+                .map(|g| Mark::Generation(g, source.failing())),
         }
     }
 
@@ -103,7 +107,7 @@ impl Running {
                 };
                 discoverer.offer(local_pods(&model, node, endpoints));
                 Ok(Some(Loaded {
-                    mark: Mark::Generation(generation),
+                    mark: Mark::Generation(generation, source.failing()),
                     revision: generation,
                     model,
                     notes: source.health().notes,

@@ -126,6 +126,11 @@ impl KubeSource {
         self.shared.lock().generation()
     }
 
+    /// How many watched kinds are failing right now (cheap; for noticing outages).
+    pub fn failing(&self) -> usize {
+        self.shared.lock().failing_count()
+    }
+
     /// The model and its generation, once every resource has been listed.
     pub fn snapshot(&self) -> Option<(u64, Model)> {
         self.shared.lock().snapshot()

@@ -118,6 +118,11 @@ impl State {
         self.health.get(&kind).is_some_and(|h| h.failing)
     }
 
+    /// How many kinds are failing.
+    pub fn failing_count(&self) -> usize {
+        self.health.values().filter(|h| h.failing).count()
+    }
+
     /// The API server answers again for `kind` (an event arrived, or a check call worked).
     pub fn recovered(&mut self, kind: ResourceKind) {
         let h = self.health.entry(kind).or_default();
