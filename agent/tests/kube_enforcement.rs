@@ -2,7 +2,9 @@
 //! nodes, their Pod objects (with the status a kubelet would write) and Services in the API,
 //! one agent per node on `--source kube`. The agents find the pods' veths themselves
 //! (start-up discovery: nothing reports them), and enforce policies created, changed and
-//! deleted through the API, probed with real TCP and UDP, directly and through ClusterIPs.
+//! deleted through the API, probed with real TCP and UDP, directly and through ClusterIPs. The
+//! API server stops for a while: the agents keep enforcing (one of them restarted meanwhile)
+//! and resync when it is back.
 
 #[path = "support/kube.rs"]
 mod kube_support;
@@ -95,7 +97,7 @@ fn scenario(cni: CniMode) {
     palisade_tests::require_root!();
     palisade_tests::cleanup_stale();
     let tmp = TempDir::new(&format!("kube-e2e-{cni:?}"));
-    let cp = control_plane();
+    let mut cp = control_plane();
     let api = TestApi::connect(&cp.kubeconfig()).expect("client");
     let cluster = TestCluster::builder()
         .family(Family::Ipv4)
@@ -177,6 +179,29 @@ fn scenario(cni: CniMode) {
             ("a", "c", Proto::Udp, 81, true),
         ],
     );
+
+    // The API server goes away: the agents say so and keep enforcing; an agent restarted during
+    // the outage keeps enforcing what its predecessor pinned.
+    let during_outage: &[Case] = &[
+        ("b", "a", Proto::Tcp, 80, true),
+        ("c", "a", Proto::Tcp, 80, false),
+    ];
+    cp.stop_apiserver();
+    for agent in &mut agents {
+        agent.wait_status("the outage in the status", |s| {
+            s["kube"]["resources"]["pods"]["failing"] == true
+        });
+    }
+    w.converge(&agents, "API server down", during_outage);
+    agents[0].restart(&w.cluster);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        agents[0].status().is_none(),
+        "no model yet, nothing applied"
+    );
+    w.converge(&agents, "agent restarted during the outage", during_outage);
+    cp.start_apiserver().expect("API server back");
+    agents[0].wait_attached(&["x/a", "x/b"]);
 
     // A label change through the API: c becomes a client, and a policy admits clients.
     api.policy("x", "a-from-clients", json!({"podSelector": {"matchLabels": {"app": "a"}},

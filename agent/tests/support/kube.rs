@@ -69,6 +69,33 @@ pub fn wait_model(source: &KubeSource, what: &str, done: impl Fn(&Model) -> bool
 pub struct TestAgent {
     child: Child,
     pub root: PathBuf,
+    node: usize,
+    args: Vec<String>,
+}
+
+fn spawn(cluster: &TestCluster, node: usize, root: &Path, args: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("agent.log"))
+        .expect("agent log");
+    let bin = Path::new(env!("CARGO_BIN_EXE_palisade"));
+    let mut cmd = cluster.node_command(node, bin).expect("node command");
+    cmd.arg("agent")
+        .args(["--node", &palisade_tests::agent::node_name(node)])
+        .arg("--endpoints")
+        .arg(root.join("endpoints"))
+        .arg("--bpffs")
+        .arg(root.join("bpffs"))
+        .arg("--status")
+        .arg(root.join("status.json"))
+        .args(["--uplink", cluster.node(node).uplink()])
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    cmd.spawn().expect("start agent")
 }
 
 impl TestAgent {
@@ -78,25 +105,20 @@ impl TestAgent {
         for sub in ["endpoints", "bpffs"] {
             std::fs::create_dir_all(root.join(sub)).expect("agent dirs");
         }
-        let log = std::fs::File::create(root.join("agent.log")).expect("agent log");
-        let bin = Path::new(env!("CARGO_BIN_EXE_palisade"));
-        let mut cmd = cluster.node_command(node, bin).expect("node command");
-        cmd.arg("agent")
-            .args(["--node", &palisade_tests::agent::node_name(node)])
-            .arg("--endpoints")
-            .arg(root.join("endpoints"))
-            .arg("--bpffs")
-            .arg(root.join("bpffs"))
-            .arg("--status")
-            .arg(root.join("status.json"))
-            .args(["--uplink", cluster.node(node).uplink()])
-            .args(args)
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        let child = cmd.spawn().expect("start agent");
-        Self { child, root }
+        let child = spawn(cluster, node, &root, args);
+        Self {
+            child,
+            root,
+            node,
+            args: args.to_vec(),
+        }
+    }
+
+    /// Stops the agent and starts a new one in its place (same reports, pins and status file).
+    pub fn restart(&mut self, cluster: &TestCluster) {
+        self.stop();
+        let _ = std::fs::remove_file(self.root.join("status.json"));
+        self.child = spawn(cluster, self.node, &self.root, &self.args);
     }
 
     pub fn status(&self) -> Option<Value> {
@@ -106,6 +128,26 @@ impl TestAgent {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits until the agent's status satisfies `done`.
+    pub fn wait_status(&mut self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("agent exited ({st}); log:\n{}", self.log());
+            }
+            if let Some(s) = self.status().filter(|s| done(s)) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 30 s; status: {:?}\nlog:\n{}",
+                self.status(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits until the agent reports every pod in `pods` attached.
