@@ -49,6 +49,34 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> anyhow::Result<()> {
+    let (ok, results) = run_suite(args)?;
+    if !ok {
+        bail!("vm-test failed (logs in {})", results.display());
+    }
+    Ok(())
+}
+
+/// The `cargo xtask test` step (root): the quick suite on Debian's 6.1 kernel. Whether it
+/// passed; an error only when it could not run at all.
+#[expect(
+    dead_code,
+    reason = "wired into cargo xtask test once the quick suite passes reliably"
+)]
+pub fn quick() -> anyhow::Result<bool> {
+    let args = Args {
+        kernel: KernelChoice::Debian61,
+        suite: Suite::Quick,
+        no_kvm: false,
+        cpus: 2,
+        memory_mib: 3072,
+        time_limit_min: 40,
+    };
+    run_suite(&args).map(|(ok, _)| ok)
+}
+
+/// Builds, boots, runs `args.suite` and prints the summary. Whether everything passed, and
+/// the results directory.
+fn run_suite(args: &Args) -> anyhow::Result<(bool, PathBuf)> {
     let started = Instant::now();
     setup::run()?;
     qemu::check_installed()?;
@@ -56,19 +84,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let vm_dir = root.join("target/vm");
     let kernel = kernel::prepare(args.kernel, &vm_dir.join("kernels"))?;
     let built = artefacts::build(&root)?;
+    if args.suite == Suite::Full {
+        // The kube_* tests start real API servers from these (built once, cached).
+        crate::k8s::prepare_tests();
+    }
     let run = RunDir::new(&vm_dir, &kernel.release)?;
     let corpus = suite::corpus(&root)?;
-    let steps = suite::steps(args.suite, &built, &corpus, &run.results);
+    let accel = choose_accel(args, &kernel, &run)?;
+    let tcg = matches!(accel, qemu::Accel::Tcg { .. });
+    let plan = suite::plan(args.suite, &built, &corpus, &run.results, tcg);
+    let steps = &plan.steps;
     let binds = built.snapshot(&run.dir.join("bin"))?;
-    write_guest_files(&kernel, &root, &run, &steps, &binds)?;
-    let accel = if args.no_kvm {
-        qemu::Accel::Tcg {
-            why_not_kvm: "--no-kvm was given".to_owned(),
-        }
-    } else {
-        qemu::choose_accel(&kernel.vmlinuz, &run.dir.join("kvm-probe.cpio"))
-    };
-    print_plan(args, &kernel, &accel, &built, &steps, &run);
+    write_guest_files(&kernel, &root, &run, steps, &binds)?;
+    print_plan(args, &kernel, &accel, &built, steps, &run);
     let boot = qemu::Boot {
         vmlinuz: &kernel.vmlinuz,
         initramfs: &run.dir.join("initramfs.cpio"),
@@ -82,13 +110,10 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let vm_started = Instant::now();
     let limit = Duration::from_secs(args.time_limit_min * 60);
     let ended = qemu::run(&boot, &accel, limit, &mut |line| println!("{line}"))?;
-    let outcome = suite::Outcome::read(&run.results, &steps);
+    let outcome = suite::Outcome::read(&run.results, &plan);
     let times = (vm_started.elapsed(), started.elapsed());
     outcome.print(&ended, &accel, &kernel.release, times.0, times.1);
-    if !outcome.ok() {
-        bail!("vm-test failed (logs in {})", run.results.display());
-    }
-    Ok(())
+    Ok((outcome.ok(), run.results))
 }
 
 fn print_plan(
@@ -168,8 +193,10 @@ fn write_guest_files(
     binds: &[(PathBuf, PathBuf)],
 ) -> anyhow::Result<()> {
     let mut env = Vec::new();
-    if let Ok(ci) = std::env::var("CI") {
-        env.push(("CI".to_owned(), ci));
+    for key in ["CI", palisade_tests::kube::BIN_ENV] {
+        if let Ok(value) = std::env::var(key) {
+            env.push((key.to_owned(), value));
+        }
     }
     let script = run.dir.join("steps.sh");
     std::fs::write(
@@ -183,6 +210,17 @@ fn write_guest_files(
         &script,
         binds,
     );
-    initramfs::build(kernel, &init, &run.dir.join("initramfs.cpio"))?;
-    initramfs::build(kernel, &qemu::probe_init(), &run.dir.join("kvm-probe.cpio"))
+    initramfs::build(kernel, &init, &run.dir.join("initramfs.cpio"))
+}
+
+/// KVM if a probe VM boots with it (unless `--no-kvm`), TCG otherwise.
+fn choose_accel(args: &Args, kernel: &kernel::Kernel, run: &RunDir) -> anyhow::Result<qemu::Accel> {
+    if args.no_kvm {
+        return Ok(qemu::Accel::Tcg {
+            why_not_kvm: "--no-kvm was given".to_owned(),
+        });
+    }
+    let probe = run.dir.join("kvm-probe.cpio");
+    initramfs::build(kernel, &qemu::probe_init(), &probe)?;
+    Ok(qemu::choose_accel(&kernel.vmlinuz, &probe))
 }
