@@ -18,9 +18,13 @@ fn fixtures() -> PathBuf {
 struct Dir(PathBuf);
 
 impl Dir {
+    /// A fresh directory per call: tests run in parallel and may use the same case.
     fn with_case(case: Option<&str>) -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let name = case.unwrap_or("clean");
-        let dir = std::env::temp_dir().join(format!("palisade-lint-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("palisade-lint-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut sources = vec![fixtures().join("clean")];
