@@ -234,7 +234,7 @@ fn deny_in_flow_log_metrics_status_explain_lint() {
     assert_eq!(eps.len(), 2, "{st}");
     assert!(
         eps.iter()
-            .all(|e| e["attach"] == "tcx" && e["state"] == "attached"),
+            .all(|e| e["attach"] == support::expected_attach() && e["state"] == "attached"),
         "{st}"
     );
     assert!(

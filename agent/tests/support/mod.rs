@@ -14,6 +14,21 @@ use palisade_common::{
     verdict::DropReason,
 };
 
+/// How the agent attaches on the running kernel: `tcx` from Linux 6.6 on, legacy `clsact`
+/// before (`cargo xtask vm-test` runs these tests on 6.1).
+pub fn expected_attach() -> &'static str {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut v = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    if (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (6, 6) {
+        "tcx"
+    } else {
+        "clsact"
+    }
+}
+
 pub const OK: u32 = 0;
 pub const SHOT: u32 = 2;
 
