@@ -1,10 +1,14 @@
-//! Update latency on the test nodes: the real agent on each of two nodes (manifest source), a
-//! client pod on node 0 probing a server pod on node 1 with a new TCP connection every
-//! millisecond, and the time from a change (a policy removed or restored, the client's label
-//! changed or restored) to the first probe from which every later probe shows the new verdict.
+//! Update latency on the test nodes: the real agent on each of two nodes (manifest source, then
+//! the Kubernetes API source), a client pod on node 0 probing a server pod on node 1 with a new
+//! TCP connection every millisecond, and the time from a change (a policy removed or restored,
+//! the client's label changed or restored) to the first probe from which every later probe
+//! shows the new verdict.
 //!
-//! `palisade` bench `update` [--quick] [--out FILE.json]; needs root.
+//! `palisade` bench `update` [--quick] [--out FILE.json]; needs root. The API source needs the
+//! control plane built once (`cargo xtask k8s up`); without it that half is reported as not
+//! measured.
 
+mod env;
 #[allow(
     dead_code,
     reason = "shared by several bench binaries, each using a subset"
@@ -19,10 +23,10 @@ use std::{
 };
 
 use anyhow::{bail, Context as _};
+use env::Env;
 use palisade_tests::{
-    agent::{node_name, pod_manifest, AgentProcess, Manifests},
     bench::prober::{transition, Prober},
-    CniMode, Family, IpFamily, Pod, Port, TestCluster,
+    IpFamily,
 };
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -33,7 +37,6 @@ const GRACE: Duration = Duration::from_millis(200);
 /// The new verdict must hold this long before a change counts as observed.
 const STABLE: Duration = Duration::from_millis(100);
 const GIVE_UP: Duration = Duration::from_secs(5);
-const WAIT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Serialize)]
 struct Sample {
@@ -55,105 +58,6 @@ struct Summary {
     not_observed: usize,
 }
 
-struct Env {
-    _cluster: TestCluster,
-    manifests: Manifests,
-    agents: Vec<AgentProcess>,
-    client: Pod,
-    server: Pod,
-    dir: PathBuf,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        self.agents.clear();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn policy(name: &str, spec: Value) -> Value {
-    json!({"apiVersion":"networking.k8s.io/v1","kind":"NetworkPolicy",
-           "metadata":{"namespace":"bench","name":name},"spec":spec})
-}
-
-fn allow_policy() -> Value {
-    policy(
-        "allow-client",
-        json!({"podSelector":{"matchLabels":{"app":"server"}},
-               "ingress":[{"from":[{"podSelector":{"matchLabels":{"app":"client"}}}],"ports":[{"port":80}]}]}),
-    )
-}
-
-fn setup() -> anyhow::Result<Env> {
-    palisade_tests::cleanup_stale();
-    let dir = std::env::temp_dir().join(format!("palisade-bench-update-{}", std::process::id()));
-    let cluster = TestCluster::builder()
-        .family(Family::Ipv4)
-        .nodes(2)
-        .cni(CniMode::Bridge)
-        .build()?;
-    let manifests = Manifests::new(dir.join("manifests"))?;
-    manifests.put(
-        "ns-bench",
-        &json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}),
-    )?;
-    let client = cluster.add_pod(0, "bench", "client", &[])?;
-    let server = cluster.add_pod(1, "bench", "server", &[Port::tcp(80)])?;
-    manifests.put(
-        "pod-client",
-        &pod_manifest(&client, &node_name(0), &json!({"app":"client"})),
-    )?;
-    manifests.put(
-        "pod-server",
-        &pod_manifest(&server, &node_name(1), &json!({"app":"server"})),
-    )?;
-    manifests.put(
-        "np-deny",
-        &policy(
-            "deny",
-            json!({"podSelector":{"matchLabels":{"app":"server"}},"policyTypes":["Ingress"]}),
-        ),
-    )?;
-    manifests.put("np-allow", &allow_policy())?;
-    let bin = std::env::var_os("PALISADE_AGENT_BIN")
-        .map(PathBuf::from)
-        .context("PALISADE_AGENT_BIN must name the agent binary (cargo xtask bench sets it)")?;
-    let mut agents = Vec::new();
-    for n in 0..2 {
-        agents.push(AgentProcess::start(
-            &cluster,
-            n,
-            &bin,
-            &manifests,
-            dir.join(format!("node{n}")),
-        )?);
-    }
-    agents[0].report_endpoint(&client)?;
-    agents[1].report_endpoint(&server)?;
-    let mut env = Env {
-        _cluster: cluster,
-        manifests,
-        agents,
-        client,
-        server,
-        dir,
-    };
-    commit_and_wait(&mut env)?;
-    Ok(env)
-}
-
-fn commit_and_wait(env: &mut Env) -> anyhow::Result<()> {
-    let rev = env.manifests.commit()?;
-    let pods = [env.client.key(), env.server.key()];
-    for (n, agent) in env.agents.iter_mut().enumerate() {
-        let local = [pods[n].clone()];
-        agent
-            .wait_applied(rev, &local, WAIT)
-            .with_context(|| format!("agent log:\n{}", agent.log()))?;
-    }
-    Ok(())
-}
-
 /// Applies one change while probing; returns the sample.
 fn change(env: &mut Env, kind: &'static str, to_allowed: bool) -> anyhow::Result<Sample> {
     let ip = env
@@ -168,29 +72,14 @@ fn change(env: &mut Env, kind: &'static str, to_allowed: bool) -> anyhow::Result
     );
     std::thread::sleep(Duration::from_millis(30));
     let t0 = Instant::now();
-    match (kind, to_allowed) {
-        ("policy", false) => env.manifests.remove("np-allow")?,
-        ("policy", true) => env.manifests.put("np-allow", &allow_policy())?,
-        ("label", allowed) => {
-            let app = if allowed { "client" } else { "other" };
-            env.manifests.put(
-                "pod-client",
-                &pod_manifest(&env.client, &node_name(0), &json!({ "app": app })),
-            )?;
-        }
-        _ => bail!("unknown change {kind}"),
-    }
-    let rev = env.manifests.commit()?;
+    let rev = env.change(kind, to_allowed)?;
     while t0.elapsed() < GIVE_UP && transition(&prober.snapshot(), t0, to_allowed, STABLE).is_none()
     {
         std::thread::sleep(Duration::from_millis(10));
     }
     let attempts = prober.stop()?;
     let latency = transition(&attempts, t0, to_allowed, STABLE);
-    let pods = [env.client.key(), env.server.key()];
-    for (n, agent) in env.agents.iter_mut().enumerate() {
-        agent.wait_applied(rev, &[pods[n].clone()], WAIT)?;
-    }
+    env.wait(rev)?;
     Ok(Sample {
         kind,
         to_allowed,
@@ -199,31 +88,17 @@ fn change(env: &mut Env, kind: &'static str, to_allowed: bool) -> anyhow::Result
     })
 }
 
-fn main() -> anyhow::Result<()> {
-    let mut quick = false;
-    let mut out: Option<PathBuf> = None;
-    let mut it = std::env::args().skip(1);
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--out" => out = Some(it.next().context("--out needs a file")?.into()),
-            "--bench" => {}
-            other => bail!("unknown argument {other}; usage: update [--quick] [--out FILE]"),
-        }
-    }
-    if let Some(why) = palisade_tests::missing_privileges() {
-        bail!("update bench: {why}");
-    }
-    let start = Instant::now();
-    let rounds = if quick { 3 } else { 25 };
-    let mut env = setup()?;
+/// Every change `rounds` times on one source; the samples and their summary.
+fn run_source(kube: bool, rounds: usize, agent_bin: &std::path::Path) -> anyhow::Result<Value> {
+    let name = if kube { "kube" } else { "manifests" };
+    let mut env = env::setup(kube, agent_bin)?;
     let mut samples = Vec::new();
     for r in 0..rounds {
         for kind in ["policy", "label"] {
             for to_allowed in [false, true] {
                 let s = change(&mut env, kind, to_allowed)?;
                 eprintln!(
-                    "update: round {r} {kind} -> {}: {}",
+                    "update: {name} round {r} {kind} -> {}: {}",
                     if to_allowed { "allowed" } else { "denied" },
                     s.latency_ms
                         .map_or("not observed".to_owned(), |l| format!("{l:.1} ms"))
@@ -252,19 +127,52 @@ fn main() -> anyhow::Result<()> {
         }
     }
     let all: Vec<f64> = samples.iter().filter_map(|s| s.latency_ms).collect();
-    let report = json!({
-        "bench": "update",
-        "quick": quick,
-        "seconds": start.elapsed().as_secs_f64(),
-        "source": "manifests",
-        "agent_poll_ms": 50,
-        "probe_interval_ms": INTERVAL.as_secs_f64() * 1e3,
-        "stable_ms": STABLE.as_secs_f64() * 1e3,
+    Ok(json!({
+        "source": name,
         "summary": summary,
         "all": {"latency_ms": Stat::of(&all), "p50_ms": percentile(&all, 50.0), "p99_ms": percentile(&all, 99.0),
                 "not_observed": samples.len() - all.len()},
         "samples": samples,
-        "kube_source": "not measured: the Kubernetes API source is not implemented yet (issue 6)",
+    }))
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut quick = false;
+    let mut out: Option<PathBuf> = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--out" => out = Some(it.next().context("--out needs a file")?.into()),
+            "--bench" => {}
+            other => bail!("unknown argument {other}; usage: update [--quick] [--out FILE]"),
+        }
+    }
+    if let Some(why) = palisade_tests::missing_privileges() {
+        bail!("update bench: {why}");
+    }
+    let agent_bin = std::env::var_os("PALISADE_AGENT_BIN")
+        .map(PathBuf::from)
+        .context("PALISADE_AGENT_BIN must name the agent binary (cargo xtask bench sets it)")?;
+    let start = Instant::now();
+    let rounds = if quick { 3 } else { 25 };
+    let mut sources = vec![run_source(false, rounds, &agent_bin)?];
+    let kube = match palisade_tests::kube::Binaries::locate() {
+        Ok(_) => match run_source(true, rounds, &agent_bin) {
+            Ok(v) => v,
+            Err(e) => json!({"source": "kube", "error": format!("{e:#}")}),
+        },
+        Err(e) => json!({"source": "kube", "error": format!("not measured: {e}")}),
+    };
+    sources.push(kube);
+    let report = json!({
+        "bench": "update",
+        "quick": quick,
+        "seconds": start.elapsed().as_secs_f64(),
+        "agent_poll_ms": 50,
+        "probe_interval_ms": INTERVAL.as_secs_f64() * 1e3,
+        "stable_ms": STABLE.as_secs_f64() * 1e3,
+        "sources": sources,
     });
     let text = serde_json::to_string_pretty(&report)?;
     match out {
