@@ -18,6 +18,7 @@
 pub mod addr;
 pub mod agent;
 pub mod bench;
+pub mod chaos;
 pub mod cluster;
 pub mod cni;
 pub mod conformance;

@@ -2,9 +2,11 @@
 //! builds the eBPF object itself (agent/build.rs does, through aya-build).
 
 mod bench;
+mod chaos;
 mod cmd;
 mod conformance;
 mod demo;
+mod fuzz;
 mod k8s;
 mod setup;
 mod test;
@@ -31,6 +33,10 @@ enum Command {
     Conformance(conformance::Args),
     /// Benchmarks: per-packet cost, control plane, traffic; writes JSON, SVG plots and a report (root).
     Bench(bench::Args),
+    /// The agent under faults (kill, restart, source outage, changes while down) with traffic (root).
+    Chaos(chaos::Args),
+    /// Hostile input: fuzz the manifest loader and the policy compiler for N minutes (release).
+    Fuzz(fuzz::Args),
     /// A real kube-apiserver on loopback: `up` (build once, start, print KUBECONFIG), `down`.
     K8s(k8s::Args),
     /// The privileged tests and the conformance corpus on another kernel (Debian 6.1) in a qemu VM.
@@ -44,6 +50,8 @@ fn main() -> anyhow::Result<()> {
         Command::Demo => demo::run(),
         Command::Conformance(args) => conformance::run(&args),
         Command::Bench(args) => bench::run(&args),
+        Command::Chaos(args) => chaos::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::K8s(args) => k8s::run(&args),
         Command::VmTest(args) => vm::run(&args),
     }

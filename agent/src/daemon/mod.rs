@@ -143,6 +143,8 @@ struct Agent {
     compiler: Compiler,
     syncer: Syncer,
     manifests_seen: Option<source::Mark>,
+    /// Whether the manifest directory is missing or unreadable (logged once per outage).
+    source_down: bool,
     endpoints_seen: Option<watch::Fingerprint>,
     revision: u64,
     attached: BTreeMap<crate::model::ObjectKey, crate::sync::Attachment>,
@@ -175,6 +177,7 @@ impl Agent {
             compiler: Compiler::new(options),
             syncer: Syncer::new(),
             manifests_seen: None,
+            source_down: false,
             endpoints_seen: None,
             revision: 0,
             attached: BTreeMap::new(),
@@ -192,7 +195,7 @@ impl Agent {
     /// One pass: reload what changed, compile, sync, and publish status.
     fn pass(&mut self, dp: &mut Dataplane, s: &Settings) -> Result<(), DaemonError> {
         // The API source has nothing to apply before it listed everything once.
-        let Some(mut m) = self.running.mark() else {
+        let Some(mut m) = self.source_mark(s) else {
             return Ok(());
         };
         let e = watch::fingerprint(&s.endpoints);
@@ -206,7 +209,15 @@ impl Agent {
         let started = Instant::now();
         let mut revision = self.revision;
         if self.manifests_seen.as_ref() != Some(&m) {
-            (m, revision) = self.reload_source(s, m)?;
+            match self.reload_source(s, m) {
+                Ok(loaded) => (m, revision) = loaded,
+                // The directory went away between the check and the load: an outage too.
+                Err(DaemonError::Manifests(e)) => {
+                    tracing::warn!("{e}; keeping the last state");
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
         }
         if self.endpoints_seen.as_ref() != Some(&e) {
             (self.attached, self.records) = endpoints::load(&s.endpoints, &mut self.endpoint_notes);
@@ -246,6 +257,28 @@ impl Agent {
         }
         self.shared.publish(status);
         Ok(())
+    }
+
+    /// The source's mark now; `None`: nothing to apply. A manifest directory that is missing or
+    /// unreadable is a source outage, not an empty cluster (which would fail every pod closed,
+    /// or open if read as "no policies"): the last state stays enforced and endpoint changes
+    /// still apply against it (the mark of the last load); before any load, nothing is applied.
+    fn source_mark(&mut self, s: &Settings) -> Option<source::Mark> {
+        if let Source::Manifests(dir) = &s.source {
+            let readable = std::fs::read_dir(dir).is_ok();
+            if readable == self.source_down {
+                self.source_down = !readable;
+                if readable {
+                    tracing::info!(dir = %dir.display(), "manifest directory readable again");
+                } else {
+                    tracing::warn!(dir = %dir.display(), "manifest directory missing or unreadable: keeping the last state until it is back");
+                }
+            }
+            if !readable {
+                return self.manifests_seen.clone();
+            }
+        }
+        self.running.mark()
     }
 
     /// Takes the source's current model; returns its mark and revision.
