@@ -33,19 +33,18 @@ impl LoopbackForward {
         exec::run(Command::new("ip").args(["-n", netns_name, "link", "set", "lo", "up"]))?;
         let listener = netns::run_in(netns_name, move || {
             TcpListener::bind((Ipv4Addr::LOCALHOST, port))
-        })
-        .map_err(|e| ControlPlaneError::Forward(e.to_string()))?
-        .map_err(|e| ControlPlaneError::Forward(e.to_string()))?;
+        })?
+        .map_err(ControlPlaneError::Forward)?;
         listener
             .set_nonblocking(true)
-            .map_err(|e| ControlPlaneError::Forward(e.to_string()))?;
+            .map_err(ControlPlaneError::Forward)?;
         let stop = Arc::new(AtomicBool::new(false));
         let conns = Arc::new(Mutex::new(Vec::new()));
         let (s, c) = (stop.clone(), conns.clone());
         let accept = std::thread::Builder::new()
             .name("api-forward".into())
             .spawn(move || accept_loop(&listener, port, &s, &c))
-            .map_err(|e| ControlPlaneError::Forward(e.to_string()))?;
+            .map_err(ControlPlaneError::Forward)?;
         Ok(Self {
             stop,
             conns,

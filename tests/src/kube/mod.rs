@@ -68,7 +68,9 @@ pub enum ControlPlaneError {
     #[error("writing the state file: {0}")]
     State(#[source] serde_json::Error),
     #[error("relaying the API server into a node namespace: {0}")]
-    Forward(String),
+    Forward(#[source] std::io::Error),
+    #[error(transparent)]
+    Netns(#[from] crate::netns::NetnsError),
 }
 
 /// Where `cargo xtask k8s` caches what it builds: `~/.cache/palisade/k8s`.

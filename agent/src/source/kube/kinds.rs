@@ -1,6 +1,7 @@
-//! The four watched kinds: what is kept of each object (`strip`, applied by `.modify()` before
-//! the reflector stores it) and how it becomes a model object (through the manifest source's
-//! reader, so that both sources read every field the same way).
+//! The four watched kinds: what is kept of each object (pods are read into [`SlimPod`]; `strip`
+//! is applied by `.modify()` before the reflector stores an object) and how it becomes a model
+//! object (through the manifest source's reader, so that both sources read every field the same
+//! way). `agent/tests/kube_memory.rs` measures what a pod costs.
 //!
 //! kube-rs: "managed fields typically constitutes around half the size of `ObjectMeta` and can
 //! often be dropped"; "you minimally need the spec properties your app relies on". We keep
@@ -11,7 +12,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::{
     api::{
-        core::v1::{Container, Namespace, Pod, PodSpec, PodStatus, Service, ServiceSpec},
+        core::v1::{Namespace, Service, ServiceSpec},
         networking::v1::NetworkPolicy,
     },
     apimachinery::pkg::apis::meta::v1::ObjectMeta,
@@ -19,6 +20,7 @@ use k8s_openapi::{
 use kube::{Resource, ResourceExt as _};
 use serde::{de::DeserializeOwned, Serialize};
 
+use super::slim::SlimPod;
 use crate::{
     model::{Model, ModelChange, ObjectKey},
     source::manifest::{self, ManifestError},
@@ -101,6 +103,8 @@ pub trait Watched:
     }
 }
 
+/// Keeps name, namespace, labels, uid, resourceVersion, the deletion timestamp and Palisade's
+/// own annotations.
 fn strip_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     // Only Palisade's own annotations are read (`palisade.dev/audit` on namespaces).
@@ -114,6 +118,10 @@ fn strip_meta(meta: &mut ObjectMeta) {
         })
         .filter(|a| !a.is_empty());
     meta.owner_references = None;
+    meta.finalizers = None;
+    meta.generate_name = None;
+    meta.creation_timestamp = None;
+    meta.self_link = None;
 }
 
 impl Watched for Namespace {
@@ -133,40 +141,20 @@ impl Watched for Namespace {
 /// failure." Their sandboxes are gone and the IP can be handed to a new pod.
 const TERMINAL_PHASES: [&str; 2] = ["Succeeded", "Failed"];
 
-impl Watched for Pod {
+impl Watched for SlimPod {
     const KIND: ResourceKind = ResourceKind::Pods;
     const MANIFEST_KIND: &'static str = "Pod";
 
     fn strip(&mut self) {
         strip_meta(&mut self.metadata);
-        if let Some(spec) = self.spec.take() {
-            let containers = spec
-                .containers
-                .into_iter()
-                .map(|c| Container {
-                    name: c.name,
-                    ports: c.ports,
-                    ..Container::default()
-                })
-                .collect();
-            self.spec = Some(PodSpec {
-                containers,
-                node_name: spec.node_name,
-                host_network: spec.host_network,
-                ..PodSpec::default()
-            });
-        }
-        if let Some(status) = self.status.take() {
-            let terminal = status
-                .phase
+        let terminal = self.status.as_ref().is_some_and(|s| {
+            s.phase
                 .as_deref()
-                .is_some_and(|p| TERMINAL_PHASES.contains(&p));
-            self.status = Some(PodStatus {
-                pod_ip: status.pod_ip.filter(|_| !terminal),
-                pod_ips: status.pod_ips.filter(|_| !terminal),
-                phase: status.phase,
-                ..PodStatus::default()
-            });
+                .is_some_and(|p| TERMINAL_PHASES.contains(&p))
+        });
+        if let Some(status) = self.status.as_mut().filter(|_| terminal) {
+            status.pod_ip = None;
+            status.pod_ips = None;
         }
     }
 }
@@ -221,7 +209,7 @@ mod tests {
 
     #[test]
     fn pod_keeps_only_what_policy_reads() {
-        let mut pod: Pod = serde_json::from_value(pod_json("Running")).unwrap();
+        let mut pod: SlimPod = serde_json::from_value(pod_json("Running")).unwrap();
         pod.strip();
         let v = serde_json::to_value(&pod).unwrap();
         assert_eq!(v["metadata"]["annotations"], serde_json::Value::Null);
@@ -244,7 +232,7 @@ mod tests {
     #[test]
     fn terminated_pods_lose_their_ips() {
         for phase in TERMINAL_PHASES {
-            let mut pod: Pod = serde_json::from_value(pod_json(phase)).unwrap();
+            let mut pod: SlimPod = serde_json::from_value(pod_json(phase)).unwrap();
             pod.strip();
             let ModelChange::UpsertPod(p) = pod.to_model().unwrap() else {
                 panic!("not a pod")

@@ -12,6 +12,7 @@
 mod backoff;
 mod events;
 mod kinds;
+mod slim;
 mod state;
 mod watch;
 
@@ -23,7 +24,7 @@ use std::{
 };
 
 use k8s_openapi::api::{
-    core::v1::{Namespace, Pod, Service},
+    core::v1::{Namespace, Service},
     networking::v1::NetworkPolicy,
 };
 use kube::{
@@ -32,6 +33,7 @@ use kube::{
 };
 
 pub use kinds::{ResourceKind, Watched};
+pub use slim::{SlimContainer, SlimPod, SlimPodSpec, SlimPodStatus};
 pub use state::{Health, ResourceHealth};
 pub use watch::WatchOptions;
 
@@ -204,7 +206,7 @@ fn run_thread(
         };
         let all = futures::future::join5(
             watch::run::<Namespace>(client.clone(), shared.clone(), opts.clone()),
-            watch::run::<Pod>(client.clone(), shared.clone(), opts.clone()),
+            watch::run::<SlimPod>(client.clone(), shared.clone(), opts.clone()),
             watch::run::<Service>(client.clone(), shared.clone(), opts.clone()),
             watch::run::<NetworkPolicy>(client.clone(), shared.clone(), opts),
             events,
