@@ -254,3 +254,35 @@ fn fuzz_found_host_network_pod_removal_is_incremental() {
         fuzz_util::check::incremental(&base, &ns_gone, &options).expect("namespace deleted");
     }
 }
+
+/// Found by the fuzzer: two pods claimed one IP (a terminating pod and the new pod that got its
+/// address); the smaller key, a pod on another node, owned it, so the local endpoint's IP had no
+/// `endpoint_ips` entry, and deleting the other pod did not give it back incrementally.
+#[test]
+fn fuzz_found_shared_pod_ip_goes_to_the_local_endpoint() {
+    use palisade::compiler::{compile, CompileOptions};
+    use palisade::model::{ModelChange, ObjectKey};
+    let base = fuzz_util::base_model();
+    let (pods, notes) = palisade::source::load_str(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: old, namespace: a}\nspec: {nodeName: node-2}\nstatus: {podIP: \"fd00::3\"}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: new, namespace: z}\nspec: {nodeName: node-1}\nstatus: {podIPs: [{ip: \"fd00::3\"}]}\n",
+        Path::new("pods.yaml"),
+    );
+    assert!(notes.is_empty(), "{notes:?}");
+    let options = CompileOptions {
+        node: Some("node-1".to_owned()),
+        allow_node_traffic: true,
+    };
+    let mut both = base.clone();
+    for c in &pods {
+        both.apply(c.clone());
+    }
+    let out = compile(&both, &options);
+    let ip: std::net::IpAddr = "fd00::3".parse().expect("ip");
+    assert_eq!(out.endpoint_ips.get(&ip), Some(&ObjectKey::new("z", "new")));
+    let changes = [
+        pods,
+        vec![ModelChange::DeletePod(ObjectKey::new("a", "old"))],
+    ]
+    .concat();
+    fuzz_util::check::incremental(&base, &changes, &options).expect("old pod deleted");
+}

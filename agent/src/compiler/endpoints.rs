@@ -2,6 +2,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use super::identity::IdentityChanges;
 use super::output::{AllowTable, Delta, Direction, DirectionPolicy, EndpointPolicy, TableId};
 use super::rules::{self, RuleState};
 use super::state::{Compiler, Dirty, PolicyState};
@@ -13,9 +14,17 @@ type TableSignature = (Vec<u32>, Option<Vec<ContainerPort>>);
 
 impl Compiler {
     /// Rebuilds the state of every dirty endpoint.
-    pub(super) fn update_endpoints(&mut self, dirty: &Dirty, delta: &mut Delta) {
+    pub(super) fn update_endpoints(
+        &mut self,
+        dirty: &Dirty,
+        ch: &IdentityChanges,
+        delta: &mut Delta,
+    ) {
         let mut memo: HashMap<TableSignature, TableId> = HashMap::new();
-        let mut touched_ips: BTreeSet<IpAddr> = BTreeSet::new();
+        // Pod IPs that came or went: another pod claiming the same IP (a terminating pod and
+        // the new pod that got its address) may own it now, also when the pod that went was
+        // not a local endpoint (found by the fuzzer).
+        let mut touched_ips: BTreeSet<IpAddr> = ch.touched_hosts().collect();
         for key in dirty.endpoints.iter().chain(&dirty.pods) {
             let old = self.out.endpoints.get(key).cloned();
             let pod = self
@@ -68,10 +77,12 @@ impl Compiler {
             }
         }
         for ip in touched_ips {
+            // The smallest local endpoint that claims the IP: a pod elsewhere claiming it too
+            // does not hide the local one.
             match self
                 .ids
-                .ip_owner(ip)
-                .filter(|k| self.out.endpoints.contains_key(*k))
+                .ip_owners(ip)
+                .find(|k| self.out.endpoints.contains_key(*k))
             {
                 Some(owner) => self.out.endpoint_ips.insert(ip, owner.clone()),
                 None => self.out.endpoint_ips.remove(&ip),

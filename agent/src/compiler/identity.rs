@@ -76,6 +76,16 @@ pub(super) struct IdentityChanges {
     touched_prefixes: BTreeSet<IpNet>,
 }
 
+impl IdentityChanges {
+    /// The host addresses whose prefixes were touched (pod IPs that came, went or moved).
+    pub(super) fn touched_hosts(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.touched_prefixes
+            .iter()
+            .filter(|p| p.prefix_len() == p.max_prefix_len())
+            .map(IpNet::addr)
+    }
+}
+
 impl IdentityState {
     fn allocate(
         &mut self,
@@ -189,9 +199,9 @@ impl IdentityState {
         self.cidr_ids.get(&prefix).copied()
     }
 
-    /// The owner of an endpoint IP (smallest pod key).
-    pub(super) fn ip_owner(&self, ip: IpAddr) -> Option<&ObjectKey> {
-        self.ip_owners.get(&ip).and_then(|o| o.first())
+    /// Every pod that claims an IP, smallest key first.
+    pub(super) fn ip_owners(&self, ip: IpAddr) -> impl Iterator<Item = &ObjectKey> {
+        self.ip_owners.get(&ip).into_iter().flatten()
     }
 
     /// Replaces the ipBlock prefix set; returns whether it changed (then every pod's class may

@@ -117,7 +117,7 @@ impl Compiler {
         self.update_matches(&mut dirty, &ch);
         self.update_selection(&mut dirty);
         self.update_rules(&mut dirty);
-        self.update_endpoints(&dirty, &mut delta);
+        self.update_endpoints(&dirty, &ch, &mut delta);
         if dirty.host {
             self.update_host(&mut delta);
         }

@@ -54,9 +54,14 @@ pub fn consistent(out: &CompiledOutput) -> Result<(), String> {
         let pod = key.to_string();
         side(out, &pod, "ingress", &ep.ingress)?;
         side(out, &pod, "egress", &ep.egress)?;
+        for ip in &ep.ips {
+            // Two pods may claim one IP (a terminating pod and the new pod that got its
+            // address): one of them owns the entry, but a local endpoint's IP is never missing.
+            if !out.endpoint_ips.contains_key(ip) {
+                return Err(format!("{pod}: IP {ip} missing from endpoint_ips"));
+            }
+        }
     }
-    // An endpoint IP may be missing from `endpoint_ips` when another pod claims the same IP (a
-    // terminating pod and the new pod that got its address): one owner wins, deterministically.
     for (ip, key) in &out.endpoint_ips {
         let ok = out.endpoints.get(key).is_some_and(|e| e.ips.contains(ip));
         if !ok {
