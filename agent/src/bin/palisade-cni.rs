@@ -76,10 +76,13 @@ fn admin(command: Command) -> Result<(), install::InstallError> {
             socket,
             watch,
         } => {
-            let me = std::env::current_exe().map_err(|source| install::InstallError::Io {
-                path: "/proc/self/exe".into(),
-                source,
-            })?;
+            // Without /proc (a bare chroot), the path we were started by.
+            let me = std::env::current_exe()
+                .or_else(|e| std::env::args_os().next().map(PathBuf::from).ok_or(e))
+                .map_err(|source| install::InstallError::Io {
+                    path: "/proc/self/exe".into(),
+                    source,
+                })?;
             if install::install_binary(&me, &bin_dir)? {
                 println!("installed {}", bin_dir.join(install::PLUGIN).display());
             }
