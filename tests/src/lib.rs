@@ -30,6 +30,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod service;
+pub mod soak;
 
 pub use addr::{Family, IpFamily};
 pub use cluster::{ClusterError, ProbeSpec, TestCluster, TestClusterBuilder};

@@ -1,4 +1,4 @@
-//! Developer and CI entry points: `cargo xtask setup|test|demo|conformance|bench|vm-test`. xtask runs and tests; it never
+//! Developer and CI entry points: `cargo xtask setup|test|demo|conformance|bench|chaos|soak|fuzz|vm-test`. xtask runs and tests; it never
 //! builds the eBPF object itself (agent/build.rs does, through aya-build).
 
 mod bench;
@@ -9,6 +9,7 @@ mod demo;
 mod fuzz;
 mod k8s;
 mod setup;
+mod soak;
 mod test;
 mod vm;
 
@@ -37,6 +38,8 @@ enum Command {
     Chaos(chaos::Args),
     /// Hostile input: fuzz the manifest loader and the policy compiler for N minutes (release).
     Fuzz(fuzz::Args),
+    /// Churn pods and policies with traffic; memory, maps, pins must return to baseline (root).
+    Soak(soak::Args),
     /// A real kube-apiserver on loopback: `up` (build once, start, print KUBECONFIG), `down`.
     K8s(k8s::Args),
     /// The privileged tests and the conformance corpus on another kernel (Debian 6.1) in a qemu VM.
@@ -52,6 +55,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(&args),
         Command::Chaos(args) => chaos::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Soak(args) => soak::run(&args),
         Command::K8s(args) => k8s::run(&args),
         Command::VmTest(args) => vm::run(&args),
     }

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use aya::maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray, RingBuf};
 use ipnet::IpNet;
 use palisade_common::{
+    conntrack::{CtKey, CtValue, MAP_CONNTRACK},
     endpoint::{Config, Endpoint, ServiceKey, MAP_CONFIG, MAP_ENDPOINTS, MAP_SERVICES, MAP_SLOTS},
     event::{VerdictEvent, MAP_COUNTERS, MAP_EVENTS},
     identity::{IdentityKey, IdentityValue, MAP_IDENTITY},
@@ -103,6 +104,27 @@ impl Dataplane {
         ignore_missing(m.remove(&ifindex)).map_err(merr(MAP_ENDPOINTS))?;
         let mut s = map_mut!(self, MAP_SLOTS, HashMap<&mut MapData, u32, u32>);
         ignore_missing(s.remove(&slot)).map_err(merr(MAP_SLOTS))
+    }
+
+    /// Deletes the tracked flows of interfaces whose endpoints are gone: nothing looks them up
+    /// any more (an entry is only removed when a lookup finds it expired), so they would sit in
+    /// the table until LRU pressure evicts them. One walk of the table; returns how many went.
+    pub fn forget_flows(
+        &mut self,
+        ifindexes: &std::collections::BTreeSet<u32>,
+    ) -> Result<u64, DataplaneError> {
+        let mut m = map_mut!(self, MAP_CONNTRACK, HashMap<&mut MapData, CtKey, CtValue>);
+        let stale: Vec<CtKey> = m
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| ifindexes.contains(&k.ifindex))
+            .collect();
+        let mut removed = 0;
+        for key in &stale {
+            ignore_missing(m.remove(key)).map_err(merr(MAP_CONNTRACK))?;
+            removed += 1;
+        }
+        Ok(removed)
     }
 
     pub fn set_identity(&mut self, net: IpNet, identity: u32) -> Result<(), DataplaneError> {

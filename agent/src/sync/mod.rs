@@ -354,6 +354,7 @@ impl Syncer {
             .filter(|k| !attached.contains_key(*k))
             .cloned()
             .collect();
+        let mut ifindexes = BTreeSet::new();
         for key in gone {
             let Some(w) = self.endpoints.remove(&key) else {
                 continue;
@@ -367,12 +368,25 @@ impl Syncer {
                 dp.remove_endpoint(w.attachment.ifindex, w.record.slot),
             );
             self.free_slots.push(w.record.slot);
+            ifindexes.insert(w.attachment.ifindex);
         }
         for (ifindex, old) in std::mem::take(&mut self.adopted) {
             for hook in [Hook::FromPod, Hook::ToPod] {
                 record(report, None, dp.detach(ifindex, hook));
             }
             record(report, None, dp.remove_endpoint(ifindex, old.slot));
+            ifindexes.insert(ifindex);
+        }
+        // The flows of removed endpoints go with them (found by the soak: they stayed until
+        // LRU pressure evicted them). An interface that is still attached keeps its flows.
+        let live: BTreeSet<u32> = self
+            .endpoints
+            .values()
+            .map(|w| w.attachment.ifindex)
+            .collect();
+        ifindexes.retain(|i| !live.contains(i));
+        if !ifindexes.is_empty() {
+            record(report, None, dp.forget_flows(&ifindexes).map(drop));
         }
     }
 

@@ -66,7 +66,7 @@ pub struct EchoServer {
 }
 
 impl EchoServer {
-    fn start(pod: &Pod, port: u16) -> Result<Self, ChaosError> {
+    pub fn start(pod: &Pod, port: u16) -> Result<Self, ChaosError> {
         let listener = crate::netns::run_in(pod.netns_name(), || {
             TcpListener::bind((std::net::Ipv6Addr::UNSPECIFIED, port))
                 .or_else(|_| TcpListener::bind((std::net::Ipv4Addr::UNSPECIFIED, port)))
@@ -109,7 +109,11 @@ fn accept_loop(listener: &TcpListener, stop: &Arc<AtomicBool>) {
                             Err(e)
                                 if matches!(
                                     e.kind(),
-                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                    std::io::ErrorKind::WouldBlock
+                                        | std::io::ErrorKind::TimedOut
+                                        // A read with a timeout is never restarted after a
+                                        // signal handler ran (signal(7)).
+                                        | std::io::ErrorKind::Interrupted
                                 ) => {}
                             Err(_) => break,
                         }

@@ -157,7 +157,7 @@ pub enum Event {
 /// Everything recorded so far.
 pub type Log = Arc<Mutex<Vec<Event>>>;
 
-fn record(log: &Log, e: Event) {
+pub fn record(log: &Log, e: Event) {
     log.lock().unwrap_or_else(|p| p.into_inner()).push(e);
 }
 
@@ -176,18 +176,20 @@ pub struct Traffic {
     pub log: Log,
     open: Vec<Option<Stream>>,
     stop: Arc<AtomicBool>,
-    prober: Option<JoinHandle<()>>,
+    probers: Vec<JoinHandle<()>>,
 }
 
 /// Connects `from`'s namespace to `addr`.
-fn connect(from: &Pod, addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub fn connect(from: &Pod, addr: SocketAddr) -> std::io::Result<TcpStream> {
     crate::netns::run_in(from.netns_name(), move || {
         TcpStream::connect_timeout(&addr, Duration::from_secs(2))
     })
     .map_err(std::io::Error::other)?
 }
 
-fn run_stream(id: usize, mut conn: TcpStream, log: &Log, stop: &AtomicBool) {
+/// Round trips on `conn` every [`ROUND_TRIP_EVERY`] until `stop` or a failure, recorded as
+/// stream `id`.
+pub fn run_stream(id: usize, mut conn: TcpStream, log: &Log, stop: &AtomicBool) {
     let _ = conn.set_read_timeout(Some(STREAM_TIMEOUT));
     let _ = conn.set_nodelay(true);
     let mut seq: u64 = 0;
@@ -240,7 +242,7 @@ impl Traffic {
             log: Arc::new(Mutex::new(Vec::new())),
             open: Vec::new(),
             stop: Arc::new(AtomicBool::new(false)),
-            prober: None,
+            probers: Vec::new(),
         };
         t.open = t.streams.iter().map(|_| None).collect();
         t.reopen(env)?;
@@ -270,51 +272,62 @@ impl Traffic {
         Ok(())
     }
 
-    /// Starts probing every attempt pair in a loop: one `probe batch` per source pod, all at
-    /// once, then again.
+    /// Starts the attempts: every pair again and again (a round lasts as long as a denied
+    /// attempt's timeout), and the always-allowed pairs also on their own, every 100 ms, for a
+    /// steady rate of new allowed connections. One `probe batch` per source pod and round.
     pub fn start_attempts(&mut self, env: &Env) {
-        let mut groups: BTreeMap<String, Vec<(usize, Target)>> = BTreeMap::new();
-        for (i, p) in self.attempts.iter().enumerate() {
-            let target = Target {
-                proto: Proto::Tcp,
-                addr: env.addr(&p.to, p.port, p.via_service),
-                timeout_ms: ATTEMPT_TIMEOUT.as_millis() as u64,
-            };
-            let ns = env.pod(&p.from).netns_name().to_owned();
-            groups.entry(ns).or_default().push((i, target));
-        }
-        let probe_bin = env.cluster.probe_bin().to_owned();
-        let (log, stop) = (self.log.clone(), self.stop.clone());
-        self.prober = Some(std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let at = Instant::now();
-                std::thread::scope(|s| {
-                    for (ns, targets) in &groups {
-                        let (log, bin) = (&log, &probe_bin);
-                        s.spawn(move || {
-                            for (pair, o) in batch(bin, ns, targets) {
-                                record(
-                                    log,
-                                    Event::Attempt {
-                                        pair,
-                                        at,
-                                        allowed: o.allowed,
-                                        error: o.error,
-                                    },
-                                );
-                            }
-                        });
-                    }
-                });
-                std::thread::sleep(Duration::from_millis(100));
+        let all: Vec<usize> = (0..self.attempts.len()).collect();
+        let allowed: Vec<usize> = all
+            .iter()
+            .copied()
+            .filter(|i| self.attempts[*i].expect == Expect::Allowed)
+            .collect();
+        for subset in [all, allowed] {
+            let mut groups: BTreeMap<String, Vec<(usize, Target)>> = BTreeMap::new();
+            for i in subset {
+                let p = &self.attempts[i];
+                let target = Target {
+                    proto: Proto::Tcp,
+                    addr: env.addr(&p.to, p.port, p.via_service),
+                    timeout_ms: ATTEMPT_TIMEOUT.as_millis() as u64,
+                };
+                let ns = env.pod(&p.from).netns_name().to_owned();
+                groups.entry(ns).or_default().push((i, target));
             }
-        }));
+            let probe_bin = env.cluster.probe_bin().to_owned();
+            let (log, stop) = (self.log.clone(), self.stop.clone());
+            self.probers.push(std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let at = Instant::now();
+                    std::thread::scope(|s| {
+                        for (ns, targets) in &groups {
+                            let (log, bin) = (&log, &probe_bin);
+                            s.spawn(move || {
+                                for (pair, o) in batch(bin, ns, targets) {
+                                    let (allowed, error) = (o.allowed, o.error);
+                                    record(
+                                        log,
+                                        Event::Attempt {
+                                            pair,
+                                            at,
+                                            allowed,
+                                            error,
+                                        },
+                                    );
+                                }
+                            });
+                        }
+                    });
+                    std::thread::sleep(Duration::from_millis(100).saturating_sub(at.elapsed()));
+                }
+            }));
+        }
     }
 
     /// Stops everything and waits for the threads.
     pub fn stop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(h) = self.prober.take() {
+        for h in self.probers.drain(..) {
             let _ = h.join();
         }
         for s in self.open.iter_mut().flatten() {
@@ -343,7 +356,11 @@ impl Drop for Traffic {
 }
 
 /// Runs one `probe batch` in namespace `ns`; outcomes by attempt index (none if it failed).
-fn batch(bin: &std::path::Path, ns: &str, targets: &[(usize, Target)]) -> Vec<(usize, Outcome)> {
+pub fn batch(
+    bin: &std::path::Path,
+    ns: &str,
+    targets: &[(usize, Target)],
+) -> Vec<(usize, Outcome)> {
     let Ok(mut cmd) = crate::netns::command_in(ns, bin) else {
         return Vec::new();
     };
