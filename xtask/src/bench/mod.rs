@@ -35,6 +35,10 @@ pub struct Args {
     /// Run only these benches (repeatable): packet, control, update, traffic.
     #[arg(long = "only", value_name = "BENCH")]
     only: Vec<String>,
+    /// Run nothing: render DIR/performance.md and the plots again from the JSON files of an
+    /// earlier run in DIR (and docs/ too when that run was a full one).
+    #[arg(long, requires = "out")]
+    render_only: bool,
 }
 
 /// A rendered chart: file name and SVG text.
@@ -58,6 +62,9 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             bail!("--only {b}: unknown bench (known: {})", BENCHES.join(", "));
         }
     }
+    if args.render_only {
+        return render_again(args);
+    }
     setup::run()?;
     if !cmd::is_root() {
         bail!(
@@ -65,6 +72,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let started = Instant::now();
+    let load_start = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let root = cmd::workspace_root();
     let out = match &args.out {
         Some(p) if p.is_absolute() => p.clone(),
@@ -98,17 +106,19 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         command: argv.join(" "),
         quick: args.quick,
         seconds: started.elapsed().as_secs_f64(),
+        machine: {
+            let mut m = report::machine();
+            m["loadavg_start"] = Value::from(load_start.trim());
+            m
+        },
     };
-    let (results, markdown, charts) = report::render(&ctx, &outcomes);
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&results)?,
+    write_all(
+        &root,
+        &out,
+        &ctx,
+        &outcomes,
+        !args.quick && args.only.is_empty(),
     )?;
-    write_report(&out, &markdown, &charts, "performance")?;
-    if !args.quick && args.only.is_empty() {
-        write_report(&root.join("docs"), &markdown, &charts, "performance")?;
-        println!("bench: docs/performance.md and docs/performance/*.svg updated");
-    }
     println!(
         "bench: {} in {:.0} s; results in {}",
         outcomes
@@ -131,6 +141,70 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Renders and writes results.json, performance.md and the plots to `out`, and to docs/ when
+/// `docs` is set.
+fn write_all(
+    root: &Path,
+    out: &Path,
+    ctx: &report::Context,
+    outcomes: &[Outcome],
+    docs: bool,
+) -> anyhow::Result<()> {
+    let (results, markdown, charts) = report::render(ctx, outcomes);
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    write_report(out, &markdown, &charts, "performance")?;
+    if docs {
+        write_report(&root.join("docs"), &markdown, &charts, "performance")?;
+        println!("bench: docs/performance.md and docs/performance/*.svg updated");
+    }
+    Ok(())
+}
+
+/// `--render-only`: the report of an earlier run, from its JSON files.
+fn render_again(args: &Args) -> anyhow::Result<()> {
+    let root = cmd::workspace_root();
+    let out = args.out.clone().context("--render-only needs --out DIR")?;
+    let prev: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("results.json"))
+            .with_context(|| format!("{}/results.json", out.display()))?,
+    )?;
+    let mut outcomes = Vec::new();
+    for name in BENCHES {
+        let stored = &prev["benches"][name];
+        if stored.is_null() {
+            continue;
+        }
+        let file = out.join(format!("{name}.json"));
+        let result = match stored.get("error").and_then(Value::as_str) {
+            Some(e) => Err(e.to_owned()),
+            None => std::fs::read_to_string(&file)
+                .map_err(|e| format!("{}: {e}", file.display()))
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string())),
+        };
+        outcomes.push(Outcome {
+            name: name.to_owned(),
+            seconds: stored["seconds"].as_f64().unwrap_or(0.0),
+            result,
+        });
+    }
+    let quick = prev["quick"].as_bool().unwrap_or(true);
+    let command = prev["command"]
+        .as_str()
+        .unwrap_or("cargo xtask bench")
+        .to_owned();
+    let full = !quick && outcomes.len() == BENCHES.len() && !command.contains("--only");
+    let ctx = report::Context {
+        command,
+        quick,
+        seconds: prev["seconds"].as_f64().unwrap_or(0.0),
+        machine: prev["machine"].clone(),
+    };
+    write_all(&root, &out, &ctx, &outcomes, full)
 }
 
 /// Writes `<dir>/performance.md` and `<dir>/<charts_dir>/*.svg`.

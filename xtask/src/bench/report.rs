@@ -6,12 +6,30 @@ use serde_json::{json, Value};
 
 use super::{control, data::Target, packet, traffic, Chart, Outcome};
 
+const REPRODUCE: &str = "\
+## Reproducing\n\n\
+```\n\
+cargo xtask bench [--quick] [--out DIR] [--only packet|control|update|traffic]...\n\
+```\n\n\
+As root. xtask runs `cargo xtask setup`, builds the agent, the probe and the bench binaries \
+(`agent/benches/{packet,control,update,traffic}`, release profile), runs each, and writes \
+`DIR/results.json` (every figure, the machine, the targets), `DIR/<bench>.json` (each bench's own \
+output), `DIR/performance.md` and `DIR/performance/*.svg` (default `DIR`: `target/bench`). A full \
+run without `--only` also rewrites this page and `docs/performance/*.svg`. `--quick` is a smoke \
+test: fewer sizes and samples (per-packet at 10 and 100k rules and peers, compile up to 10k pods \
+and 1k policies, 3 rounds of updates, traffic at 1k rules with one 1-second run per metric). The \
+API-source update latency needs the API server built once (`cargo xtask k8s up`); without it \
+that part is reported as not measured. Everything runs in private bpffs mounts and in network \
+namespaces the benches create and remove.\n";
+
 /// How the run was invoked.
 #[derive(Debug)]
 pub struct Context {
     pub command: String,
     pub quick: bool,
     pub seconds: f64,
+    /// What [`machine`] said when the benches ran.
+    pub machine: Value,
 }
 
 fn sh(cmd: &str, args: &[&str]) -> String {
@@ -51,12 +69,11 @@ pub fn machine() -> Value {
 
 /// results.json, performance.md and the charts.
 pub fn render(ctx: &Context, outcomes: &[Outcome]) -> (Value, String, Vec<Chart>) {
-    let machine = machine();
     let mut results = json!({
         "command": ctx.command,
         "quick": ctx.quick,
         "seconds": ctx.seconds,
-        "machine": machine,
+        "machine": ctx.machine,
         "benches": {},
     });
     let mut md = String::new();
@@ -99,7 +116,8 @@ pub fn render(ctx: &Context, outcomes: &[Outcome]) -> (Value, String, Vec<Chart>
     let _ = writeln!(
         md,
         "| machine | |\n| --- | --- |\n| CPU | {} × {} |\n| memory | {} GiB |\n| kernel | {} |\n\
-         | commit | {} |\n| date | {} |\n| load average at the end | {} |\n| wall time | {:.0} s |\n\n\
+         | commit | {} |\n| date | {} |\n| load average (1, 5, 15 min) at the start | {} |\n\
+         | load average at the end | {} |\n| wall time | {:.0} s |\n\n\
          The machine is a 2-core VM shared with other engineers' builds: absolute figures move with \
          their load; the same-round comparisons (above baseline, ratios) much less.\n",
         m["cores"],
@@ -108,6 +126,7 @@ pub fn render(ctx: &Context, outcomes: &[Outcome]) -> (Value, String, Vec<Chart>
         m["kernel"].as_str().unwrap_or(""),
         m["commit"].as_str().unwrap_or(""),
         m["date_utc"].as_str().unwrap_or(""),
+        m["loadavg_start"].as_str().unwrap_or("–"),
         m["loadavg"].as_str().unwrap_or(""),
         ctx.seconds
     );
@@ -119,6 +138,7 @@ pub fn render(ctx: &Context, outcomes: &[Outcome]) -> (Value, String, Vec<Chart>
     }
     md.push('\n');
     md.push_str(&body);
+    md.push_str(REPRODUCE);
     results["targets"] = Value::Array(
         targets
             .iter()
