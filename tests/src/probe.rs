@@ -5,9 +5,13 @@
 //! connect succeeds and some reply bytes arrive before the timeout. UDP: the server echoes
 //! `<id> udp <port> <payload>`; a probe is allowed when an echo arrives before the timeout
 //! (the request is re-sent a few times within it, so one lost datagram is not a denial).
-//! SCTP: as TCP, over one-to-one (`SOCK_STREAM`) SCTP sockets: the server accepts an
-//! association, writes `<id> sctp <port>\n` and closes. Kernels without SCTP (no `sctp`
-//! module) cannot open such sockets: [`sctp_supported`] says so before anything is probed.
+//! SCTP: over one-to-one (`SOCK_STREAM`) SCTP sockets, the client sends `probe\n` once the
+//! association is up; the server answers it with `<id> sctp <port>\n` and closes. (A server
+//! that wrote first, as for TCP, would race its DATA against its own COOKIE-ACK: packets sent
+//! from different CPUs can overtake each other on a veth, and a client still in COOKIE-ECHOED
+//! discards DATA, which then comes back only after the 3 s initial retransmission timeout.)
+//! Kernels without SCTP (no `sctp` module) cannot open such sockets: [`sctp_supported`] says
+//! so before anything is probed.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -110,9 +114,16 @@ fn tcp_probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
 
 fn sctp_probe(addr: SocketAddr, timeout: Duration) -> std::io::Result<String> {
     let deadline = Instant::now() + timeout;
-    let stream = sctp::connect(addr, timeout)?;
+    let mut stream = sctp::connect(addr, timeout)?;
+    stream.write_all(SCTP_REQUEST)?;
     read_reply(stream, deadline)
 }
+
+/// What an SCTP client sends once its association is up.
+const SCTP_REQUEST: &[u8] = b"probe\n";
+
+/// How long an SCTP server waits for a client's request.
+const SCTP_REQUEST_WAIT: Duration = Duration::from_secs(5);
 
 /// Reads the server's one line (TCP, or an SCTP association behind a `TcpStream`).
 fn read_reply(mut stream: TcpStream, deadline: Instant) -> std::io::Result<String> {
@@ -201,9 +212,25 @@ pub fn serve_sctp(id: &str, ports: &[u16]) -> Result<(), ProbeError> {
             source,
         })?;
         let reply = format!("{id} sctp {port}\n");
-        std::thread::spawn(move || serve_tcp(&listener, reply.as_bytes()));
+        std::thread::spawn(move || serve_sctp_on(&listener, &reply));
     }
     Ok(())
+}
+
+/// Answers each association's request on a thread of its own (a client that never sends
+/// must not hold up the others).
+fn serve_sctp_on(listener: &TcpListener, reply: &str) {
+    for mut conn in listener.incoming().flatten() {
+        let reply = reply.to_owned();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            let _ = conn.set_read_timeout(Some(SCTP_REQUEST_WAIT));
+            if conn.read(&mut buf).is_ok_and(|n| n > 0) {
+                // Errors only mean the client left.
+                let _ = conn.write_all(reply.as_bytes());
+            }
+        });
+    }
 }
 
 /// Whether this kernel can open SCTP sockets: `Err` is the kernel's answer to

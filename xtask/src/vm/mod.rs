@@ -95,7 +95,7 @@ fn run_suite(args: &Args) -> anyhow::Result<(bool, PathBuf)> {
     let plan = suite::plan(args.suite, &built, &corpus, &run.results, tcg);
     let steps = &plan.steps;
     let binds = built.snapshot(&run.dir.join("bin"))?;
-    write_guest_files(&kernel, &root, &run, steps, &binds)?;
+    write_guest_files(&kernel, &root, &run, steps, &binds, tcg)?;
     print_plan(args, &kernel, &accel, &built, steps, &run);
     let boot = qemu::Boot {
         vmlinuz: &kernel.vmlinuz,
@@ -191,8 +191,13 @@ fn write_guest_files(
     run: &RunDir,
     steps: &[guest::Step],
     binds: &[(PathBuf, PathBuf)],
+    tcg: bool,
 ) -> anyhow::Result<()> {
     let mut env = Vec::new();
+    if tcg {
+        let ms = suite::TCG_PROBE_TIMEOUT_MS.to_string();
+        env.push(("PALISADE_PROBE_TIMEOUT_MS".to_owned(), ms));
+    }
     for key in ["CI", palisade_tests::kube::BIN_ENV] {
         if let Ok(value) = std::env::var(key) {
             env.push((key.to_owned(), value));

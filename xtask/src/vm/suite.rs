@@ -16,7 +16,17 @@ pub const SCTP_CASES: [&str; 3] = ["upstream-sctp-01", "upstream-sctp-02", "upst
 /// Test executables the quick suite runs: the packet tests (every program through the
 /// verifier, BPF_PROG_TEST_RUN), the attach path (tcx or clsact, taken over in place) and the
 /// agent on real veths with traffic.
-const QUICK_TESTS: [&str; 3] = ["dataplane_packets", "attach_modes", "agent_enforcement"];
+const QUICK_TESTS: [&str; 4] = [
+    "dataplane_packets",
+    "attach_modes",
+    "agent_enforcement",
+    "sctp",
+];
+
+/// How long a denied probe waits under TCG (`PALISADE_PROBE_TIMEOUT_MS`, read by the
+/// conformance runner and the SCTP test): 81 concurrent SCTP associations through the test
+/// nodes took up to about 1.7 s there, over the runner's 1 s default.
+pub const TCG_PROBE_TIMEOUT_MS: u64 = 3000;
 
 /// Test executables not run under software emulation, and why. They need no particular
 /// kernel; they run on the host (`cargo xtask test`) and in a VM with KVM.
