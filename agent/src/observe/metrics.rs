@@ -2,10 +2,13 @@
 //! Every metric is documented in `docs/metrics.md`.
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::{Read as _, Write as _},
     net::{SocketAddr, TcpListener, TcpStream},
-    sync::Arc,
-    time::Duration,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
@@ -200,9 +203,25 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Obse
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {
+            let active = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming().flatten() {
-                if let Err(e) = answer(conn, &metrics) {
-                    tracing::debug!("metrics client: {e}");
+                // Each client on its own thread, so that a slow one cannot hold the endpoint;
+                // beyond MAX_CLIENTS at once, a connection is closed unanswered.
+                if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                    active.fetch_sub(1, Ordering::SeqCst);
+                    continue;
+                }
+                let (metrics, done) = (metrics.clone(), active.clone());
+                let spawned = std::thread::Builder::new()
+                    .name("metrics-client".into())
+                    .spawn(move || {
+                        if let Err(e) = answer(conn, &metrics) {
+                            tracing::debug!("metrics client: {e}");
+                        }
+                        done.fetch_sub(1, Ordering::SeqCst);
+                    });
+                if spawned.is_err() {
+                    active.fetch_sub(1, Ordering::SeqCst);
                 }
             }
         })
@@ -210,17 +229,48 @@ pub fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> Result<SocketAddr, Obse
     Ok(bound)
 }
 
-fn answer(conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(conn.try_clone()?);
-    let mut request = String::new();
-    reader.read_line(&mut request)?;
-    // Read (and ignore) the headers.
-    let mut header = String::new();
-    while reader.read_line(&mut header)? > 2 {
-        header.clear();
+/// Clients answered at once.
+const MAX_CLIENTS: usize = 8;
+/// A request's head (request line and headers) must arrive within this time and size: the
+/// endpoint may be reachable from pods, and a client must not make the agent buffer without
+/// bound or wait for ever.
+const HEAD_DEADLINE: Duration = Duration::from_secs(2);
+const HEAD_MAX: usize = 8 * 1024;
+
+/// Reads the request head (up to the empty line), bounded in time and size.
+fn read_head(mut conn: &TcpStream) -> std::io::Result<String> {
+    let deadline = Instant::now() + HEAD_DEADLINE;
+    let mut head = Vec::with_capacity(512);
+    let mut buf = [0u8; 1024];
+    while !(head.windows(4).any(|w| w == b"\r\n\r\n") || head.windows(2).any(|w| w == b"\n\n")) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        conn.set_read_timeout(Some(left))?;
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if head.len() > HEAD_MAX {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "request head too large",
+            ));
+        }
     }
-    let path = request.split_whitespace().nth(1).unwrap_or("/");
+    Ok(String::from_utf8_lossy(&head).into_owned())
+}
+
+fn answer(conn: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    conn.set_write_timeout(Some(HEAD_DEADLINE))?;
+    let head = read_head(&conn)?;
+    let path = head
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap_or("/");
     let (status, ctype, body) = match path {
         "/metrics" => (
             "200 OK",
