@@ -4,6 +4,7 @@
 //!   labels; namespaces only as a label of verdict counts);
 //! - the metrics endpoint bounds hostile clients: an endless request line is cut off, and a
 //!   client that trickles bytes cannot hold the endpoint (a scrape still answers).
+//!
 //! The first two are privileged (root, `cargo xtask test`); the last runs anywhere.
 
 mod support;
@@ -62,7 +63,7 @@ fn connect_as_nobody(path: &Path) -> i32 {
             let rc = libc::connect(
                 fd,
                 std::ptr::addr_of!(addr).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+                size_of::<libc::sockaddr_un>() as libc::socklen_t,
             );
             let errno = if rc == 0 {
                 0
