@@ -90,6 +90,10 @@ fn attach_mode_matches_the_kernel_and_a_second_agent_takes_over_in_place() {
             second.detach(ifindex, hook).expect("detach");
         }
         assert_eq!(pal_filters(&ns, "pv0"), Vec::<String>::new());
+        // Uninstall leaves nothing attached either (clsact filters hold programs and maps).
+        attach_both(&mut second);
+        second.uninstall().expect("uninstall");
+        assert_eq!(pal_filters(&ns, "pv0"), Vec::<String>::new());
     })
     .expect("netns");
 }

@@ -189,6 +189,39 @@ impl Dataplane {
     }
 }
 
+/// Removes Palisade's clsact filters from every interface of the current network namespace,
+/// whatever their priority (so an earlier agent's go too). For uninstall on kernels without
+/// tcx: a filter holds its program, and the program its maps, until the filter is removed.
+pub(super) fn remove_clsact_filters() {
+    for name in interface_names() {
+        for hook in Hook::ALL {
+            // NotFound (no such filter, or no clsact qdisc) is the common case.
+            let _ = tc::qdisc_detach_program(&name, hook.attach_type(), hook.program_name());
+        }
+    }
+}
+
+/// The names of the interfaces of the current network namespace.
+fn interface_names() -> Vec<String> {
+    let mut out = Vec::new();
+    // SAFETY: if_nameindex returns an array ended by an entry with index 0 (or null on
+    // failure); the names are NUL-terminated; the array is freed once, below.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return out;
+        }
+        let mut entry = list;
+        while (*entry).if_index != 0 {
+            let name = std::ffi::CStr::from_ptr((*entry).if_name);
+            out.push(name.to_string_lossy().into_owned());
+            entry = entry.add(1);
+        }
+        libc::if_freenameindex(list);
+    }
+    out
+}
+
 /// The name of the interface with `ifindex` in the current network namespace, if it exists.
 fn ifname(ifindex: u32) -> Option<String> {
     let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];

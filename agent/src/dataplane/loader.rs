@@ -127,8 +127,10 @@ impl Dataplane {
     }
 
     /// Removes everything this agent pinned (clean uninstall). Attached tcx links go with their
-    /// pins once the last fd closes.
+    /// pins once the last fd closes; clsact filters (kernels without tcx) are removed from every
+    /// interface of the current network namespace.
     pub fn uninstall(self) -> Result<(), DataplaneError> {
+        super::attach::remove_clsact_filters();
         let root = self.root.clone();
         drop(self);
         std::fs::remove_dir_all(&root)
