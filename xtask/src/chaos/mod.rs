@@ -87,6 +87,20 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     cmd::run(Command::new(bin).args(args.argv(default_report)))
 }
 
+/// The `cargo xtask test` step (root): the short chaos run, scenarios a, b and d, with debug
+/// binaries (about 30 s); whether it reported 0/0/0 everywhere.
+pub fn ci_run() -> anyhow::Result<bool> {
+    let root = cmd::workspace_root();
+    println!("xtask test: chaos, short (SIGKILL, graceful restart, changes while down)");
+    build(&root, false)?;
+    let report = root.join("target/chaos-report-ci.json");
+    let status = Command::new(profile_dir(&root, "debug").join("chaos"))
+        .args(["--quick", "--scenarios", "a,b,d", "--report"])
+        .arg(&report)
+        .status()?;
+    Ok(status.success())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

@@ -54,3 +54,18 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let out = args.out.clone().unwrap_or_else(|| root.join("target/soak"));
     run_binary("release", args.minutes, &out)
 }
+
+/// The `cargo xtask test` step (root): `soak --minutes 1` with debug binaries; whether it passed.
+pub fn ci_run() -> anyhow::Result<bool> {
+    let root = cmd::workspace_root();
+    println!("xtask test: soak, 1 minute");
+    crate::chaos::build(&root, false)?;
+    cmd::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "-p",
+        "palisade-tests",
+        "--bin",
+        "soak",
+    ]))?;
+    Ok(run_binary("debug", 1.0, &root.join("target/soak-ci")).is_ok())
+}
