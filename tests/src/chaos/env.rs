@@ -222,13 +222,18 @@ impl Env {
             dir,
         };
         env.write_state(PolicyState::A, None)?;
+        // Extra agent flags, for negative controls of the harness itself (`--audit` must show
+        // denied attempts succeeding).
+        let extra = std::env::var("PALISADE_CHAOS_AGENT_ARGS").unwrap_or_default();
+        let extra: Vec<&str> = extra.split_whitespace().collect();
         for n in 0..2 {
-            let agent = AgentProcess::start(
+            let agent = AgentProcess::start_with(
                 &env.cluster,
                 n,
                 &env.agent_bin,
                 &env.manifests,
                 env.dir.0.join(format!("node{n}")),
+                &extra,
             )?;
             env.agents.push(agent);
         }
