@@ -79,6 +79,7 @@ fn class_cell(table: &[(&str, bool)]) -> ExpectedCell {
         allowed: None,
         loopback: false,
         allowed_by_ip_class: Some(table.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect()),
+        port: None,
     }
 }
 
@@ -271,6 +272,8 @@ fn sample_probe(status: Status) -> ProbeReport {
         loopback: Default::default(),
         attempts: 1,
         seconds: 0.1,
+        partial: false,
+        judged: 1,
     }
 }
 

@@ -178,6 +178,19 @@ pub enum Action {
     DeletePod {
         pod: String,
     },
+    /// Not in the shared README (ClusterNetworkPolicy cases): a full cluster-scoped
+    /// `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy object; its name must be new.
+    CreateClusterPolicy {
+        policy: Value,
+    },
+    /// Replaces the ClusterNetworkPolicy of that `metadata.name` with this full object.
+    UpdateClusterPolicy {
+        policy: Value,
+    },
+    /// Deletes the ClusterNetworkPolicy of that name.
+    DeleteClusterPolicy {
+        name: String,
+    },
     Probe(Probe),
 }
 
@@ -208,6 +221,13 @@ pub struct Probe {
     pub matrix: Vec<String>,
     #[serde(default)]
     pub counts: Option<Value>,
+    /// Not in the shared README: `expected` lists only some ordered pairs (upstream
+    /// ClusterNetworkPolicy tests assert single connections); only those cells are judged.
+    #[serde(default)]
+    pub partial: bool,
+    /// Descriptive: the upstream subtest this probe transcribes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subtest: Option<String>,
 }
 
 /// One ordered pair of the expected table.
@@ -221,6 +241,10 @@ pub struct ExpectedCell {
     pub loopback: bool,
     #[serde(default)]
     pub allowed_by_ip_class: Option<BTreeMap<String, bool>>,
+    /// Not in the shared README: this cell's own numeric port, overriding the probe's `port`
+    /// (a partial probe may check one pair on several ports).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 impl ExpectedCell {
@@ -242,9 +266,10 @@ impl Case {
     /// Whether any policy holds a `{{...}}` template filled in from runtime pod IPs.
     pub fn has_templates(&self) -> bool {
         self.steps.iter().any(|s| match &s.action {
-            Action::CreatePolicy { policy, .. } | Action::UpdatePolicy { policy, .. } => {
-                policy.to_string().contains("{{")
-            }
+            Action::CreatePolicy { policy, .. }
+            | Action::UpdatePolicy { policy, .. }
+            | Action::CreateClusterPolicy { policy }
+            | Action::UpdateClusterPolicy { policy } => policy.to_string().contains("{{"),
             _ => false,
         })
     }
@@ -261,6 +286,13 @@ impl Case {
                     "step {} is at position {} (steps are numbered 1, 2, ...)",
                     s.step,
                     i + 1
+                )));
+            }
+        }
+        for (step, probe) in self.probes() {
+            if probe.partial && probe.expected.is_empty() {
+                return Err(invalid(format!(
+                    "step {step}: a partial probe lists no cells"
                 )));
             }
         }

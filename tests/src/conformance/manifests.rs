@@ -1,5 +1,6 @@
 //! What the agent reads: the shared manifest directory (Namespaces, Pods, Services,
-//! NetworkPolicies, one JSON object per file, then `.revision`) and each node's endpoints
+//! NetworkPolicies, ClusterNetworkPolicies, one JSON object per file, then `.revision`) and
+//! each node's endpoints
 //! directory (`<ns>_<name>.json`, as the chained CNI plugin would report). Every file is
 //! written to a temporary name and renamed, so the agent never reads half a file.
 
@@ -73,6 +74,10 @@ pub fn render(world: &World, runtime: &Runtime) -> Result<BTreeMap<String, Value
             format!("policy_{ns}_{name}.json"),
             policy_manifest(ns, policy.clone()),
         );
+    }
+    // Cluster-scoped: written as the case gives it, one document per file.
+    for (name, policy) in &world.cluster_policies {
+        files.insert(format!("clusterpolicy_{name}.json"), policy.clone());
     }
     Ok(files)
 }

@@ -81,7 +81,11 @@ impl Plan {
         let addrs = expected
             .cells
             .iter()
-            .map(|c| address(env, family, target, &c.from, &c.to, port_of))
+            .map(|c| {
+                // A cell's own port (partial probes) wins over the probe's.
+                let port = |to: &str| c.port.or_else(|| port_of(to));
+                address(env, family, target, &c.from, &c.to, &port)
+            })
             .collect::<Result<_, _>>()?;
         Ok(Plan {
             family,

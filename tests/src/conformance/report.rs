@@ -121,6 +121,12 @@ pub struct ProbeReport {
     pub attempts: u32,
     #[serde(default)]
     pub seconds: f64,
+    /// A partial probe (only the listed ordered pairs are judged).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// How many cells were judged (every listed cell; loopback ones count when required).
+    #[serde(default)]
+    pub judged: usize,
 }
 
 /// Loopback cells (from == to), reported apart from the rest.

@@ -286,6 +286,12 @@ fn fill_templates(
             namespace: namespace.clone(),
             policy: fill(policy)?,
         },
+        Action::CreateClusterPolicy { policy } => Action::CreateClusterPolicy {
+            policy: fill(policy)?,
+        },
+        Action::UpdateClusterPolicy { policy } => Action::UpdateClusterPolicy {
+            policy: fill(policy)?,
+        },
         other => other.clone(),
     })
 }

@@ -77,6 +77,8 @@ pub fn skipped(
         },
         attempts: 0,
         seconds: 0.0,
+        partial: probe.partial,
+        judged: 0,
     }
 }
 
@@ -156,17 +158,14 @@ fn probe_report(env: &Env, ctx: &StepCtx<'_>, plan: &Plan, m: Measured) -> Probe
             error: s.error.clone(),
         })
         .collect();
-    let reason = probe_reason(plan, &m, passed);
+    let reason = probe_reason(plan, &m, passed, ctx.probe.partial);
     if !passed {
         print_failure(ctx, plan, &m);
     }
     ProbeReport {
         step: ctx.step,
         protocol: ctx.probe.protocol.to_string(),
-        port: ctx.probe.port.or_else(|| {
-            let to = &plan.expected.cells.first()?.to;
-            port_of(ctx.probe, ctx.world, to)
-        }),
+        port: report_port(ctx, plan),
         family: plan.family,
         target: plan.target,
         status: if passed {
@@ -188,10 +187,29 @@ fn probe_report(env: &Env, ctx: &StepCtx<'_>, plan: &Plan, m: Measured) -> Probe
         },
         attempts: m.attempts,
         seconds: (m.seconds * 1000.0).round() / 1000.0,
+        partial: ctx.probe.partial,
+        judged: plan
+            .expected
+            .cells
+            .iter()
+            .filter(|c| !c.loopback || required)
+            .count(),
     }
 }
 
-fn probe_reason(plan: &Plan, m: &Measured, passed: bool) -> String {
+/// The port the report names: the probe's, or the one port all cells share (partial probes
+/// with cells on several ports name none).
+fn report_port(ctx: &StepCtx<'_>, plan: &Plan) -> Option<u16> {
+    let mut ports = plan.expected.cells.iter().map(|c| {
+        c.port
+            .or(ctx.probe.port)
+            .or_else(|| port_of(ctx.probe, ctx.world, &c.to))
+    });
+    let first = ports.next()?;
+    ports.all(|p| p == first).then_some(first).flatten()
+}
+
+fn probe_reason(plan: &Plan, m: &Measured, passed: bool, partial: bool) -> String {
     let c = &m.comparison;
     let loopback = |what: &str| {
         format!(
@@ -200,8 +218,16 @@ fn probe_reason(plan: &Plan, m: &Measured, passed: bool) -> String {
         )
     };
     if passed {
-        return if c.loopback_differing.is_empty() {
+        let judged = if partial {
+            format!(
+                "partial: {} listed cell(s) judged",
+                plan.expected.cells.len()
+            )
+        } else {
             String::new()
+        };
+        return if c.loopback_differing.is_empty() {
+            judged
         } else {
             loopback("reported, not required: a pod reaching its own IP never leaves its namespace")
         };
@@ -229,20 +255,36 @@ fn probe_reason(plan: &Plan, m: &Measured, passed: bool) -> String {
 fn print_failure(ctx: &StepCtx<'_>, plan: &Plan, m: &Measured) {
     let values: Vec<bool> = m.seen.iter().map(|s| s.allowed).collect();
     let expected: Vec<bool> = plan.expected.cells.iter().map(|c| c.allowed).collect();
-    let exp = table::grid(&plan.expected, &expected);
-    let obs = table::grid(&plan.expected, &values);
     println!(
         "--- step {} {} {}/{} via {}: FAILED",
         ctx.step,
         family_name(plan.family),
         ctx.probe.protocol,
-        ctx.probe.port.map_or("named".to_owned(), |p| p.to_string()),
+        ctx.probe.port.map_or(
+            if ctx.probe.partial {
+                "per-cell"
+            } else {
+                "named"
+            }
+            .to_owned(),
+            |p| p.to_string()
+        ),
         plan.target.as_str()
     );
-    print!(
-        "{}",
-        table::side_by_side(&plan.expected.order, &exp, &obs, plan.loopback_required())
-    );
+    if let Some(subtest) = &ctx.probe.subtest {
+        println!("(upstream: {subtest})");
+    }
+    if ctx.probe.partial {
+        // A pair may be listed on several ports: one line per judged cell, not a grid.
+        print!("{}", table::cell_lines(&plan.expected, &values));
+    } else {
+        let exp = table::grid(&plan.expected, &expected);
+        let obs = table::grid(&plan.expected, &values);
+        print!(
+            "{}",
+            table::side_by_side(&plan.expected.order, &exp, &obs, plan.loopback_required())
+        );
+    }
     let mut diffs = m.comparison.differing.clone();
     diffs.extend(m.comparison.loopback_differing.iter().cloned());
     println!("differing cells:\n{}", table::describe(&diffs));

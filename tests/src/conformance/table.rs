@@ -17,6 +17,8 @@ pub struct Cell {
     pub to: String,
     pub loopback: bool,
     pub allowed: bool,
+    /// The cell's own port (partial probes), overriding the probe's.
+    pub port: Option<u16>,
 }
 
 /// A probe's expected table for one family.
@@ -42,6 +44,7 @@ pub fn expected(probe: &Probe, ips: &PodIps, refs: &[String]) -> Result<Expected
             to: c.to.clone(),
             loopback: c.is_loopback(),
             allowed: template::resolve(c, ips, refs)?,
+            port: c.port,
         });
     }
     Ok(Expected { order, cells })
@@ -54,6 +57,9 @@ pub struct Diff {
     pub to: String,
     pub expected: bool,
     pub observed: bool,
+    /// The cell's own port, when it has one (partial probes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 /// Expected against observed: differing cells, loopback ones apart.
@@ -82,6 +88,7 @@ pub fn compare(expected: &Expected, observed: &[bool]) -> Comparison {
             to: cell.to.clone(),
             expected: cell.allowed,
             observed: seen,
+            port: cell.port,
         };
         if cell.loopback {
             out.loopback_differing.push(diff);
@@ -186,13 +193,33 @@ pub fn describe(diffs: &[Diff]) -> String {
         .iter()
         .map(|d| {
             format!(
-                "{} -> {}: expected {} observed {}",
+                "{} -> {}{}: expected {} observed {}",
                 d.from,
                 d.to,
+                d.port.map(|p| format!(":{p}")).unwrap_or_default(),
                 mark(Some(d.expected)),
                 mark(Some(d.observed))
             )
         })
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// A partial table, one judged cell per line (`from -> to:port expected . observed X`), for
+/// probes whose cells do not fill a grid (a pair may appear on several ports).
+pub fn cell_lines(expected: &Expected, observed: &[bool]) -> String {
+    let mut out = String::new();
+    for (c, &o) in expected.cells.iter().zip(observed) {
+        let port = c.port.map(|p| format!(":{p}")).unwrap_or_default();
+        let verdict = if c.allowed == o { "ok" } else { "DIFFERS" };
+        let _ = writeln!(
+            out,
+            "{} -> {}{port}: expected {} observed {} {verdict}",
+            c.from,
+            c.to,
+            mark(Some(c.allowed)),
+            mark(Some(o))
+        );
+    }
+    out
 }

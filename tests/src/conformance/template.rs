@@ -199,8 +199,10 @@ fn templates_of(text: &str, out: &mut Vec<(String, String)>) {
 pub fn reference_pods(case: &Case) -> Vec<String> {
     let mut all = Vec::new();
     for step in &case.steps {
-        if let Action::CreatePolicy { policy, .. } | Action::UpdatePolicy { policy, .. } =
-            &step.action
+        if let Action::CreatePolicy { policy, .. }
+        | Action::UpdatePolicy { policy, .. }
+        | Action::CreateClusterPolicy { policy }
+        | Action::UpdateClusterPolicy { policy } = &step.action
         {
             templates_of(&policy.to_string(), &mut all);
         }

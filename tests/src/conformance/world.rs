@@ -25,6 +25,12 @@ pub enum WorldError {
     BadPodKey(String),
     #[error("policy {namespace}/{name} does not exist")]
     NoPolicy { namespace: String, name: String },
+    #[error("ClusterNetworkPolicy {0} already exists")]
+    ClusterPolicyExists(String),
+    #[error("ClusterNetworkPolicy {0} does not exist")]
+    NoClusterPolicy(String),
+    #[error("ClusterNetworkPolicy without metadata.name")]
+    ClusterPolicyName,
     #[error("policy in namespace {namespace}: {reason}")]
     BadPolicy { namespace: String, reason: String },
     #[error("{what} labels after the merge are {merged:?}, but the case says {resulting:?}")]
@@ -77,6 +83,8 @@ pub struct World {
     pub policies: BTreeMap<(String, String), Value>,
     /// What a `create_pod` serves: the initial pods' containerPorts.
     pub default_ports: Vec<ContainerPort>,
+    /// Name → ClusterNetworkPolicy object (cluster-scoped; templates filled in).
+    pub cluster_policies: BTreeMap<String, Value>,
 }
 
 impl World {
@@ -164,6 +172,28 @@ impl World {
                     ..Effects::default()
                 })
             }
+            Action::CreateClusterPolicy { policy } => {
+                let name = cluster_policy_name(policy)?;
+                if self.cluster_policies.contains_key(&name) {
+                    return Err(WorldError::ClusterPolicyExists(name));
+                }
+                self.cluster_policies.insert(name, policy.clone());
+                Ok(Effects::default())
+            }
+            Action::UpdateClusterPolicy { policy } => {
+                let name = cluster_policy_name(policy)?;
+                let slot = self
+                    .cluster_policies
+                    .get_mut(&name)
+                    .ok_or(WorldError::NoClusterPolicy(name))?;
+                *slot = policy.clone();
+                Ok(Effects::default())
+            }
+            Action::DeleteClusterPolicy { name } => self
+                .cluster_policies
+                .remove(name)
+                .map(|_| Effects::default())
+                .ok_or_else(|| WorldError::NoClusterPolicy(name.clone())),
             other => self.relabel_or_policy(other).map(|()| Effects::default()),
         }
     }
@@ -216,6 +246,9 @@ impl World {
             Action::DeleteNamespace { .. }
             | Action::CreatePod { .. }
             | Action::DeletePod { .. }
+            | Action::CreateClusterPolicy { .. }
+            | Action::UpdateClusterPolicy { .. }
+            | Action::DeleteClusterPolicy { .. }
             | Action::Probe(_) => Ok(()),
         }
     }
@@ -303,6 +336,15 @@ impl World {
         }
         Ok(())
     }
+}
+
+/// A ClusterNetworkPolicy's `metadata.name` (it is cluster-scoped: the name is the key).
+fn cluster_policy_name(policy: &Value) -> Result<String, WorldError> {
+    policy
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .ok_or(WorldError::ClusterPolicyName)
 }
 
 /// A namespace's labels with `kubernetes.io/metadata.name` added.
