@@ -40,8 +40,8 @@ impl PolicyKey {
     }
 }
 
-/// What a matching entry does. Only `Allow` exists for NetworkPolicy; `Deny` and `Pass` are
-/// reserved for ClusterNetworkPolicy tiers.
+/// What a matching entry does. Entries hold final verdicts (the compiler flattens the
+/// ClusterNetworkPolicy tiers), so only `Allow` and `Deny` are written; `Pass` stays reserved.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -49,6 +49,17 @@ pub enum Action {
     Deny = 2,
     Pass = 3,
 }
+
+/// `PolicyValue::tier`: a NetworkPolicy rule allowed (`Allow`), or NetworkPolicy isolates the
+/// direction and no rule allowed (`Deny`, rule id 0).
+pub const TIER_NETWORK_POLICY: u8 = 0;
+/// A ClusterNetworkPolicy Admin tier rule decided.
+pub const TIER_ADMIN: u8 = 1;
+/// A ClusterNetworkPolicy Baseline tier rule decided.
+pub const TIER_BASELINE: u8 = 2;
+/// No tier decided: allowed as if not isolated (`Allow`, rule id 0). Written where a
+/// ClusterNetworkPolicy makes a direction need a lookup that NetworkPolicy does not isolate.
+pub const TIER_DEFAULT: u8 = 3;
 
 /// Value of the policy trie.
 #[repr(C)]
@@ -58,7 +69,7 @@ pub struct PolicyValue {
     pub rule_id: u32,
     /// An [`Action`] value.
     pub action: u8,
-    /// Reserved for the ClusterNetworkPolicy tier.
+    /// Which tier decided: one of the `TIER_*` values.
     pub tier: u8,
     pub _pad: [u8; 2],
 }

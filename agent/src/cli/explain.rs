@@ -174,6 +174,17 @@ fn side(
             ("allowed", Some(rule), Some(*peer_identity))
         }
         SideDecision::Denied { peer_identity } => ("denied", None, Some(*peer_identity)),
+        SideDecision::DeniedByRule {
+            peer_identity,
+            rule,
+            rule_id,
+            ..
+        } => {
+            let rule = rule
+                .as_ref()
+                .map_or_else(|| format!("rule #{rule_id}"), ToString::to_string);
+            ("denied", Some(rule), Some(*peer_identity))
+        }
     };
     SideExplanation {
         endpoint: endpoint.map(ToString::to_string),

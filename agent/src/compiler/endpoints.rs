@@ -2,15 +2,32 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use super::cluster_state::TierRule;
 use super::identity::IdentityChanges;
 use super::output::{AllowTable, Delta, Direction, DirectionPolicy, EndpointPolicy, TableId};
 use super::rules::{self, RuleState};
 use super::state::{Compiler, Dirty, PolicyState};
+use super::tiers::{build_tiered, Tiers};
 use crate::model::{ContainerPort, ObjectKey, Pod};
 
-/// What an endpoint direction's table depends on: its rules, and its own ports when a rule has an
-/// ingress named port. Endpoints with equal signatures get the same table.
-type TableSignature = (Vec<u32>, Option<Vec<ContainerPort>>);
+/// What an endpoint direction's table depends on: its rules by tier, whether NetworkPolicy
+/// isolates it, and its own ports when a rule has an ingress named port. Endpoints with equal
+/// signatures get the same table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct TableSignature {
+    admin: Vec<u32>,
+    network_policy: Option<Vec<u32>>,
+    baseline: Vec<u32>,
+    ports: Option<Vec<ContainerPort>>,
+}
+
+/// One direction's state before its table is interned.
+struct Built {
+    isolated_by: Vec<ObjectKey>,
+    cluster_policies: Vec<String>,
+    signature: TableSignature,
+    table: Option<AllowTable>,
+}
 
 impl Compiler {
     /// Rebuilds the state of every dirty endpoint.
@@ -100,7 +117,8 @@ impl Compiler {
     }
 
     /// "A pod is isolated for a direction iff some policy in its namespace selects it and that
-    /// direction is among the policy's effective policyTypes."
+    /// direction is among the policy's effective policyTypes." A direction also needs a table
+    /// when a ClusterNetworkPolicy with rules for it selects the pod.
     fn direction_policy(
         &mut self,
         pod: &Pod,
@@ -108,45 +126,76 @@ impl Compiler {
         memo: &mut HashMap<TableSignature, TableId>,
         delta: &mut Delta,
     ) -> DirectionPolicy {
-        type Built = (Vec<ObjectKey>, TableSignature, Option<AllowTable>);
-        let built: Option<Built> = {
-            let selecting = self.selecting.get(&pod.key());
-            let isolating: Vec<&PolicyState> = selecting
-                .into_iter()
-                .flatten()
-                .filter_map(|k| self.policies.get(k))
-                .filter(|p| p.parsed.rules(direction).is_some())
-                .collect();
-            (!isolating.is_empty()).then(|| {
-                let isolated_by = isolating.iter().map(|p| p.parsed.key.clone()).collect();
-                let rules: Vec<&RuleState> =
-                    isolating.iter().flat_map(|p| p.rules(direction)).collect();
-                let ports =
-                    rules::needs_endpoint_ports(&rules).then(|| pod.container_ports.clone());
-                let signature = (rules.iter().map(|r| r.rule_id).collect::<Vec<_>>(), ports);
-                let table = (!memo.contains_key(&signature))
-                    .then(|| rules::build_table(&rules, &pod.container_ports));
-                (isolated_by, signature, table)
-            })
-        };
-        let Some((isolated_by, signature, table)) = built else {
+        let Some(built) = self.build_direction(pod, direction, memo) else {
             return DirectionPolicy::open();
         };
-        let id = match (table, memo.get(&signature)) {
+        let isolated = built.signature.network_policy.is_some();
+        let id = match (built.table, memo.get(&built.signature)) {
             (_, Some(id)) => *id,
             (Some(table), None) => {
                 let id = self.intern_table(table, delta);
-                memo.insert(signature, id);
+                memo.insert(built.signature, id);
                 id
             }
             (None, None) => self.intern_table(AllowTable::default(), delta),
         };
         *self.table_refs.entry(id).or_default() += 1;
         DirectionPolicy {
-            isolated: true,
-            isolated_by,
+            isolated,
+            isolated_by: built.isolated_by,
+            cluster_policies: built.cluster_policies,
             table: Some(id),
         }
+    }
+
+    /// The rules of one direction, and its table unless an equal signature was built already.
+    fn build_direction(
+        &self,
+        pod: &Pod,
+        direction: Direction,
+        memo: &HashMap<TableSignature, TableId>,
+    ) -> Option<Built> {
+        let selecting = self.selecting.get(&pod.key());
+        let isolating: Vec<&PolicyState> = selecting
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.policies.get(k))
+            .filter(|p| p.parsed.rules(direction).is_some())
+            .collect();
+        let (admin, baseline, cluster_policies) = self.cluster_rules_for(&pod.key(), direction);
+        if isolating.is_empty() && cluster_policies.is_empty() {
+            return None;
+        }
+        let isolated_by = isolating.iter().map(|p| p.parsed.key.clone()).collect();
+        let np: Vec<&RuleState> = isolating.iter().flat_map(|p| p.rules(direction)).collect();
+        let all_rules = admin.iter().map(|(r, _)| *r).chain(np.iter().copied());
+        let all_rules: Vec<&RuleState> =
+            all_rules.chain(baseline.iter().map(|(r, _)| *r)).collect();
+        let ports = rules::needs_endpoint_ports(&all_rules).then(|| pod.container_ports.clone());
+        let ids = |rules: &[TierRule<'_>]| rules.iter().map(|(r, _)| r.rule_id).collect();
+        let signature = TableSignature {
+            admin: ids(&admin),
+            network_policy: (!isolating.is_empty()).then(|| np.iter().map(|r| r.rule_id).collect()),
+            baseline: ids(&baseline),
+            ports,
+        };
+        let table = (!memo.contains_key(&signature)).then(|| {
+            if cluster_policies.is_empty() {
+                return rules::build_table(&np, &pod.container_ports);
+            }
+            let tiers = Tiers {
+                admin: &admin,
+                network_policy: (!isolating.is_empty()).then_some(np.as_slice()),
+                baseline: &baseline,
+            };
+            build_tiered(&tiers, &pod.container_ports)
+        });
+        Some(Built {
+            isolated_by,
+            cluster_policies,
+            signature,
+            table,
+        })
     }
 
     /// Stores a table under its content hash (probing past a collision); the caller references it.

@@ -8,8 +8,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::output::{
-    AllowEntry, CompiledOutput, Direction, EndpointPolicy, Peer, RuleRef, IDENTITY_ANY,
-    IDENTITY_HOST, IDENTITY_WORLD,
+    Action, AllowEntry, CompiledOutput, Direction, EndpointPolicy, EntryValue, Peer, RuleRef, Tier,
+    IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD,
 };
 use crate::model::{ObjectKey, Protocol};
 
@@ -21,22 +21,51 @@ pub enum SideDecision {
     NotEndpoint,
     /// The peer is the endpoint's own node, allowed by default.
     NodeTraffic,
-    /// No policy isolates this direction: allow all.
+    /// No policy isolates this direction and no ClusterNetworkPolicy rule decided: allow.
     NotIsolated,
-    /// Isolated, and an entry allowed it.
+    /// A rule allowed it: a NetworkPolicy rule, or a ClusterNetworkPolicy Accept rule
+    /// (`rule.tier` says which).
     Allowed {
         peer_identity: u32,
         rule_id: u32,
         rule: Option<RuleRef>,
         entry: AllowEntry,
     },
-    /// Isolated, and no entry allowed it.
+    /// Isolated by NetworkPolicy, and no rule allowed it.
     Denied { peer_identity: u32 },
+    /// A ClusterNetworkPolicy Deny rule (Admin or Baseline tier) denied it.
+    DeniedByRule {
+        peer_identity: u32,
+        rule_id: u32,
+        rule: Option<RuleRef>,
+        entry: AllowEntry,
+    },
 }
 
 impl SideDecision {
     pub fn allows(&self) -> bool {
-        !matches!(self, Self::Denied { .. })
+        !matches!(self, Self::Denied { .. } | Self::DeniedByRule { .. })
+    }
+
+    /// The rule that decided, if one did (an allowing NetworkPolicy rule, or a
+    /// ClusterNetworkPolicy rule).
+    pub fn rule(&self) -> Option<&RuleRef> {
+        match self {
+            Self::Allowed { rule, .. } | Self::DeniedByRule { rule, .. } => rule.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The tier that decided: `Tier::Default` when nothing did (not isolated).
+    pub fn tier(&self) -> Option<Tier> {
+        match self {
+            Self::NotIsolated => Some(Tier::Default),
+            Self::Denied { .. } => Some(Tier::NetworkPolicy),
+            Self::Allowed { rule, .. } | Self::DeniedByRule { rule, .. } => {
+                Some(rule.as_ref().map_or(Tier::NetworkPolicy, |r| r.tier))
+            }
+            Self::NotEndpoint | Self::NodeTraffic => None,
+        }
     }
 }
 
@@ -108,7 +137,7 @@ fn side(
         return SideDecision::NodeTraffic;
     }
     let state = endpoint.direction(direction);
-    if !state.isolated {
+    if !state.needs_lookup() {
         return SideDecision::NotIsolated;
     }
     let table = state.table.and_then(|id| out.tables.get(&id));
@@ -136,13 +165,37 @@ fn side(
             .filter(|(k, _)| k.ports.is_none_or(|b| b.contains(port)))
             .max_by_key(|(k, _)| (k.protocol.is_some(), k.ports.map(|b| b.prefix_len)));
         if let Some((entry, value)) = best {
-            return SideDecision::Allowed {
-                peer_identity,
-                rule_id: value.rule_id,
-                rule: out.rules.get(&value.rule_id).cloned(),
-                entry: *entry,
-            };
+            return decision(out, peer_identity, *entry, *value);
         }
     }
     SideDecision::Denied { peer_identity }
+}
+
+/// What an entry's value means, as the dataplane reads it.
+fn decision(
+    out: &CompiledOutput,
+    peer_identity: u32,
+    entry: AllowEntry,
+    value: EntryValue,
+) -> SideDecision {
+    let rule = out.rules.get(&value.rule_id).cloned();
+    let rule_id = value.rule_id;
+    match (value.action, value.tier) {
+        (Action::Allow, Tier::Default) => SideDecision::NotIsolated,
+        (Action::Allow, _) => SideDecision::Allowed {
+            peer_identity,
+            rule_id,
+            rule,
+            entry,
+        },
+        (Action::Deny, Tier::NetworkPolicy | Tier::Default) => {
+            SideDecision::Denied { peer_identity }
+        }
+        (Action::Deny, Tier::Admin | Tier::Baseline) => SideDecision::DeniedByRule {
+            peer_identity,
+            rule_id,
+            rule,
+            entry,
+        },
+    }
 }

@@ -5,6 +5,8 @@
 //! [`verdict`] looks a packet up in the output exactly as the dataplane does.
 
 pub mod bench;
+mod cluster;
+mod cluster_state;
 mod endpoints;
 mod identity;
 mod lookup;
@@ -14,9 +16,11 @@ mod problems;
 mod rules;
 mod selector;
 mod state;
+mod tiers;
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster::{cluster_key, ClusterAction};
 pub use lookup::{lookup_identity, verdict, SideDecision, Verdict};
 pub use output::{
     Action, AllowEntry, AllowTable, CompiledOutput, Delta, Direction, DirectionPolicy,

@@ -40,31 +40,106 @@ impl fmt::Display for Direction {
     }
 }
 
-/// What an entry does. Only `Allow` exists in networking.k8s.io/v1; ClusterNetworkPolicy adds
-/// `Deny` and `Pass`, which will need the entry priority to take part in the lookup.
+/// What an entry does: the final verdict for its keys, all tiers already applied (Pass never
+/// reaches a table: the compiler resolves it to the next tier's verdict).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Action {
     Allow,
+    Deny,
 }
 
-/// The policy tier an entry came from. Only NetworkPolicy now; ClusterNetworkPolicy's admin tier
-/// (evaluated before) and baseline tier (after) will be added here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// The tier whose rule decided an entry. The discriminants are the BPF value's `tier` byte
+/// (`palisade_common::policy::TIER_*`).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+)]
 pub enum Tier {
-    NetworkPolicy,
+    /// A NetworkPolicy rule allowed it, or (`Deny`, rule id 0) NetworkPolicy isolates the
+    /// direction and no rule allowed it.
+    #[default]
+    NetworkPolicy = 0,
+    /// A ClusterNetworkPolicy Admin tier rule.
+    Admin = 1,
+    /// A ClusterNetworkPolicy Baseline tier rule.
+    Baseline = 2,
+    /// No tier decided: "all pods can communicate with each other" (`Allow`, rule id 0). Written
+    /// where a ClusterNetworkPolicy makes a direction need a lookup that NetworkPolicy does not
+    /// isolate.
+    Default = 3,
 }
 
-/// One rule of one policy: `spec.<direction>[index]` of `policy`.
+impl Tier {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NetworkPolicy => "NetworkPolicy",
+            Self::Admin => "Admin",
+            Self::Baseline => "Baseline",
+            Self::Default => "Default",
+        }
+    }
+}
+
+/// One rule of one policy: `spec.<direction>[index]` of `policy`. For a ClusterNetworkPolicy
+/// (`tier` Admin or Baseline) `policy` has an empty namespace and `rule_name` is the rule's
+/// optional `name`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct RuleRef {
     pub policy: ObjectKey,
     pub direction: Direction,
     pub index: u32,
+    #[serde(default, skip_serializing_if = "is_network_policy")]
+    pub tier: Tier,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+}
+
+fn is_network_policy(tier: &Tier) -> bool {
+    *tier == Tier::NetworkPolicy
+}
+
+impl RuleRef {
+    /// A NetworkPolicy rule.
+    pub fn network_policy(policy: ObjectKey, direction: Direction, index: u32) -> Self {
+        Self {
+            policy,
+            direction,
+            index,
+            tier: Tier::NetworkPolicy,
+            rule_name: None,
+        }
+    }
+
+    /// Whether the rule belongs to a ClusterNetworkPolicy.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.tier, Tier::Admin | Tier::Baseline)
+    }
+
+    /// The policy as `kind/name` for logs: `ClusterNetworkPolicy/<name>` or
+    /// `NetworkPolicy/<ns>/<name>`.
+    pub fn policy_label(&self) -> String {
+        if self.is_cluster() {
+            format!("ClusterNetworkPolicy/{}", self.policy.name)
+        } else {
+            format!("NetworkPolicy/{}", self.policy)
+        }
+    }
 }
 
 impl fmt::Display for RuleRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}[{}]", self.policy, self.direction, self.index)
+        if !self.is_cluster() {
+            return write!(f, "{} {}[{}]", self.policy, self.direction, self.index);
+        }
+        let tier = self.tier.as_str();
+        write!(
+            f,
+            "ClusterNetworkPolicy {} ({tier}) {}[{}]",
+            self.policy.name, self.direction, self.index
+        )?;
+        match &self.rule_name {
+            Some(name) => write!(f, " {name:?}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -180,11 +255,16 @@ impl AllowTable {
 /// One direction of one endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DirectionPolicy {
-    /// Whether some policy selects the pod for this direction. Not isolated = allow all.
+    /// Whether some NetworkPolicy selects the pod for this direction.
     pub isolated: bool,
-    /// The policies that isolate it (for explain).
+    /// The NetworkPolicies that isolate it (for explain).
     pub isolated_by: Vec<ObjectKey>,
-    /// The allow table when isolated (possibly empty: deny all).
+    /// The ClusterNetworkPolicies whose subject selects the pod and that have rules for this
+    /// direction, in evaluation order (Admin by priority, then Baseline by priority).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_policies: Vec<String>,
+    /// The table when a lookup is needed: isolated by NetworkPolicy (possibly empty: deny all)
+    /// or under some ClusterNetworkPolicy. `None` = allow all without a lookup.
     pub table: Option<TableId>,
 }
 
@@ -193,8 +273,15 @@ impl DirectionPolicy {
         Self {
             isolated: false,
             isolated_by: Vec::new(),
+            cluster_policies: Vec::new(),
             table: None,
         }
+    }
+
+    /// Whether packets of this direction are looked up in a table (the dataplane's
+    /// `EP_*_ISOLATED` flag): NetworkPolicy isolates it or a ClusterNetworkPolicy applies.
+    pub fn needs_lookup(&self) -> bool {
+        self.isolated || self.table.is_some()
     }
 }
 
@@ -277,6 +364,14 @@ impl fmt::Display for PolicyProblem {
             Severity::Error => "error",
             Severity::Warning => "warning",
         };
+        // ClusterNetworkPolicies are cluster-scoped: their key has an empty namespace.
+        if self.policy.namespace.is_empty() {
+            return write!(
+                f,
+                "{level}: ClusterNetworkPolicy {} field {}: {}",
+                self.policy.name, self.field, self.message
+            );
+        }
         write!(
             f,
             "{level}: NetworkPolicy {} field {}: {}",

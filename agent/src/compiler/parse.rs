@@ -40,7 +40,7 @@ impl ParsedPolicy {
             .flatten()
             .filter_map(|p| match p {
                 ParsedPeer::Block { cidr, except } => Some(std::iter::once(cidr).chain(except)),
-                ParsedPeer::Select { .. } => None,
+                ParsedPeer::Select { .. } | ParsedPeer::Nodes(_) => None,
             })
             .flatten()
             .copied()
@@ -71,6 +71,9 @@ pub enum ParsedPeer {
     },
     /// "ipBlock = CIDR minus except, and it matches pod IPs too".
     Block { cidr: IpNet, except: Vec<IpNet> },
+    /// A ClusterNetworkPolicy `nodes` peer: the addresses of the nodes whose labels match (each
+    /// a host prefix in the identity trie while some policy has such a peer).
+    Nodes(Selector),
 }
 
 #[derive(Debug, Clone)]
@@ -260,7 +263,7 @@ fn parse_peer(
     }
 }
 
-fn parse_cidr(text: &str, field: &str, problems: &mut Problems) -> Option<IpNet> {
+pub(super) fn parse_cidr(text: &str, field: &str, problems: &mut Problems) -> Option<IpNet> {
     match text.trim().parse::<IpNet>() {
         // Host bits set (`10.1.2.3/4`) were accepted by older API servers; use the network.
         Ok(net) => Some(net.trunc()),
@@ -379,7 +382,7 @@ fn parse_port(
 }
 
 /// IANA service name rules, as the API validates containerPort and NetworkPolicyPort names.
-fn valid_port_name(name: &str) -> bool {
+pub(super) fn valid_port_name(name: &str) -> bool {
     let chars_ok = name
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');

@@ -47,6 +47,28 @@ pub enum PolicyError {
     UnknownPolicyType { value: String },
     #[error("invalid podSelector: the policy isolates every pod of its namespace and allows only through its valid rules")]
     InvalidPodSelector,
+    #[error("unknown tier {value:?}: must be Admin or Baseline; the policy applies to nothing")]
+    UnknownTier { value: String },
+    #[error("priority {value} is outside 0-1000 (used as written)")]
+    PriorityOutOfRange { value: i64 },
+    #[error("subject needs exactly one of namespaces and pods; the policy applies to nothing")]
+    SubjectNotOneField,
+    #[error("unknown action {value:?}: must be Accept, Deny or Pass; the rule denies everything")]
+    UnknownAction { value: String },
+    #[error("a rule needs at least one peer (fails closed)")]
+    NoPeers,
+    #[error("a peer needs exactly one field (fails closed)")]
+    PeerNotOneField,
+    #[error("nodes and networks peers are for egress rules only (fails closed)")]
+    EgressOnlyPeer,
+    #[error("domainNames peers are not implemented (fails closed)")]
+    DomainNames,
+    #[error("networks needs at least one CIDR (fails closed)")]
+    NoNetworks,
+    #[error("a protocols entry needs exactly one of tcp, udp, sctp and destinationNamedPort (fails closed)")]
+    ProtocolNotOneField,
+    #[error("destinationPort needs exactly one of number and range (fails closed)")]
+    PortNotOneField,
 }
 
 /// Collects problems for one policy.

@@ -76,6 +76,16 @@ fn peer_matches(peer: &ParsedPeer, key: &IdentityKey, model: &Model) -> bool {
             ns_ok && pods.as_ref().is_none_or(|sel| sel.matches(labels))
         }
         (ParsedPeer::Select { .. }, IdentityKey::Cidr(_)) => false,
+        (ParsedPeer::Nodes(sel), IdentityKey::Cidr(net)) => {
+            // Node addresses are host prefixes in the trie; a node peer matches the identity of
+            // a host prefix that is an address of a node whose labels match.
+            net.prefix_len() == net.max_prefix_len()
+                && model
+                    .nodes
+                    .values()
+                    .any(|n| n.addresses.contains(&net.addr()) && sel.matches(&n.labels))
+        }
+        (ParsedPeer::Nodes(_), IdentityKey::Pods { .. }) => false,
         (ParsedPeer::Block { cidr, except }, key) => {
             // With every cidr and except in the trie, IP ∈ C iff class ⊆ C.
             let class = match key {
@@ -128,7 +138,7 @@ pub(super) fn match_all(
                     }
                 }
             }
-            ParsedPeer::Block { .. } => {
+            ParsedPeer::Block { .. } | ParsedPeer::Nodes(_) => {
                 let hits = ids
                     .classed
                     .iter()

@@ -2,6 +2,7 @@
 //! pod (identities), and a step that recomputes only what a batch of changes touched.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use super::cluster_state::ClusterState;
 use super::identity::{IdentityChanges, IdentityState};
 use super::output::{CompiledOutput, Delta, Direction, PolicyProblem, RuleRef, TableId};
 use super::parse::{parse_policy, ParsedPolicy};
@@ -40,11 +41,16 @@ impl PolicyState {
 pub(super) struct Dirty {
     pub(super) policies: BTreeSet<ObjectKey>,
     pub(super) pods: BTreeSet<ObjectKey>,
-    namespaces: BTreeSet<String>,
+    pub(super) namespaces: BTreeSet<String>,
     host: bool,
     /// Policies whose rule entries must be recomputed.
     rules: BTreeSet<ObjectKey>,
     pub(super) endpoints: BTreeSet<ObjectKey>,
+    /// ClusterNetworkPolicies changed (by name), and those whose rule entries must be recomputed.
+    pub(super) clusters: BTreeSet<String>,
+    pub(super) cluster_rules: BTreeSet<String>,
+    /// A Node was added, changed or removed (`nodes` peers match node addresses and labels).
+    pub(super) nodes: bool,
 }
 
 /// The incremental compiler. Feed it changes with [`Compiler::apply`].
@@ -61,6 +67,10 @@ pub struct Compiler {
     free_rule_ids: BTreeSet<u32>,
     next_rule_id: u32,
     pub(super) table_refs: HashMap<TableId, usize>,
+    /// ClusterNetworkPolicies by name.
+    pub(super) clusters: BTreeMap<String, ClusterState>,
+    /// Pod → ClusterNetworkPolicies whose subject selects it.
+    pub(super) cluster_selecting: HashMap<ObjectKey, BTreeSet<String>>,
 }
 
 impl Compiler {
@@ -80,6 +90,8 @@ impl Compiler {
             free_rule_ids: BTreeSet::new(),
             next_rule_id: 1,
             table_refs: HashMap::new(),
+            clusters: BTreeMap::new(),
+            cluster_selecting: HashMap::new(),
         }
     }
 
@@ -108,7 +120,9 @@ impl Compiler {
         }
         let mut delta = Delta::default();
         let mut ch = IdentityChanges::default();
-        self.update_policies(&mut dirty, &mut ch);
+        self.update_policies(&mut dirty);
+        self.update_clusters(&mut dirty);
+        self.update_prefixes(&mut dirty, &mut ch);
         for key in &dirty.pods {
             let pod = self.model.pods.get(key);
             self.ids
@@ -116,7 +130,9 @@ impl Compiler {
         }
         self.update_matches(&mut dirty, &ch);
         self.update_selection(&mut dirty);
+        self.update_cluster_selection(&mut dirty);
         self.update_rules(&mut dirty);
+        self.update_cluster_rules(&mut dirty);
         self.update_endpoints(&dirty, &ch, &mut delta);
         if dirty.host {
             self.update_host(&mut delta);
@@ -177,16 +193,22 @@ impl Compiler {
             ModelChange::DeletePolicy(key) => {
                 dirty.policies.insert(key.clone());
             }
-            ModelChange::UpsertNode(_) | ModelChange::DeleteNode(_) => dirty.host = true,
+            ModelChange::UpsertNode(_) | ModelChange::DeleteNode(_) => {
+                dirty.host = true;
+                dirty.nodes = true;
+            }
             ModelChange::UpsertService(_) | ModelChange::DeleteService(_) => {}
+            ModelChange::UpsertClusterPolicy(p) => {
+                dirty.clusters.insert(p.name.clone());
+            }
+            ModelChange::DeleteClusterPolicy(name) => {
+                dirty.clusters.insert(name.clone());
+            }
         }
     }
 
-    /// Re-parses changed policies and, if the ipBlock prefix set changed, reclassifies all pods.
-    fn update_policies(&mut self, dirty: &mut Dirty, ch: &mut IdentityChanges) {
-        if dirty.policies.is_empty() {
-            return;
-        }
+    /// Re-parses changed policies.
+    fn update_policies(&mut self, dirty: &mut Dirty) {
         for key in &dirty.policies {
             if let Some(old) = self.policies.remove(key) {
                 dirty.endpoints.extend(old.selected.iter().cloned());
@@ -218,11 +240,20 @@ impl Compiler {
             self.policies.insert(key.clone(), state);
             dirty.rules.insert(key.clone());
         }
-        let prefixes = self
+    }
+
+    /// If the prefix set (ipBlock prefixes, ClusterNetworkPolicy networks, node addresses while a
+    /// `nodes` peer exists) changed, reclassifies all pods.
+    fn update_prefixes(&mut self, dirty: &mut Dirty, ch: &mut IdentityChanges) {
+        if dirty.policies.is_empty() && dirty.clusters.is_empty() && !dirty.nodes {
+            return;
+        }
+        let mut prefixes: BTreeSet<_> = self
             .policies
             .values()
             .flat_map(|p| p.parsed.prefixes())
             .collect();
+        prefixes.extend(self.cluster_prefixes());
         if self
             .ids
             .set_prefixes(prefixes, &mut self.out.identities, ch)
@@ -241,11 +272,8 @@ impl Compiler {
         let rules = parsed.rules(direction).unwrap_or_default();
         let mut out = Vec::with_capacity(rules.len());
         for (index, rule) in rules.iter().enumerate() {
-            let rule_ref = RuleRef {
-                policy: key.clone(),
-                direction,
-                index: u32::try_from(index).unwrap_or(u32::MAX),
-            };
+            let index = u32::try_from(index).unwrap_or(u32::MAX);
+            let rule_ref = RuleRef::network_policy(key.clone(), direction, index);
             out.push(RuleState {
                 rule_id: self.rule_id(&rule_ref),
                 rule: rule_ref,
@@ -259,7 +287,7 @@ impl Compiler {
         out
     }
 
-    fn rule_id(&mut self, rule: &RuleRef) -> u32 {
+    pub(super) fn rule_id(&mut self, rule: &RuleRef) -> u32 {
         if let Some(id) = self.rule_ids.get(rule) {
             return *id;
         }
@@ -270,6 +298,23 @@ impl Compiler {
         self.rule_ids.insert(rule.clone(), id);
         self.out.rules.insert(id, rule.clone());
         id
+    }
+
+    /// Frees the rule ids of `policy` that are not in `keep` (ClusterNetworkPolicy rules: a rule's
+    /// name is part of its reference).
+    pub(super) fn release_rule_ids_except(&mut self, policy: &ObjectKey, keep: &BTreeSet<RuleRef>) {
+        let gone: Vec<RuleRef> = self
+            .rule_ids
+            .keys()
+            .filter(|r| &r.policy == policy && !keep.contains(*r))
+            .cloned()
+            .collect();
+        for rule in gone {
+            if let Some(id) = self.rule_ids.remove(&rule) {
+                self.out.rules.remove(&id);
+                self.free_rule_ids.insert(id);
+            }
+        }
     }
 
     /// Frees the rule ids of `policy` beyond the given rule counts.
@@ -297,7 +342,6 @@ impl Compiler {
 
     /// Keeps every tracked rule's `matched` identity set current.
     fn update_matches(&mut self, dirty: &mut Dirty, ch: &IdentityChanges) {
-        let table = &self.out.identities;
         let relabelled: BTreeSet<u32> = dirty
             .namespaces
             .iter()
@@ -305,35 +349,23 @@ impl Compiler {
             .flatten()
             .copied()
             .collect();
+        let ctx = MatchCtx {
+            ids: &self.ids,
+            table: &self.out.identities,
+            model: &self.model,
+            ch,
+            relabelled: &relabelled,
+        };
         for (key, policy) in &mut self.policies {
             let fresh = dirty.policies.contains(key);
-            let mut changed = false;
-            for rule in policy.rules_mut() {
-                if !rule.tracks_identities() {
-                    continue;
-                }
-                if fresh {
-                    rule.matched = rules::match_all(&rule.parsed, &self.ids, table, &self.model);
-                    continue;
-                }
-                for id in &ch.freed {
-                    changed |= rule.matched.remove(id);
-                }
-                for id in ch.created.iter().chain(&relabelled) {
-                    let Some(info) = table.identities.get(id) else {
-                        continue;
-                    };
-                    let now = rules::rule_matches(&rule.parsed, &info.key, &self.model);
-                    let before = if now {
-                        !rule.matched.insert(*id)
-                    } else {
-                        rule.matched.remove(id)
-                    };
-                    changed |= now != before;
-                }
-            }
-            if changed {
+            if ctx.refresh(policy.rules_mut(), fresh) {
                 dirty.rules.insert(key.clone());
+            }
+        }
+        for (name, cluster) in &mut self.clusters {
+            let fresh = dirty.clusters.contains(name);
+            if ctx.refresh(cluster.rules_mut(), fresh) {
+                dirty.cluster_rules.insert(name.clone());
             }
         }
     }
@@ -426,9 +458,57 @@ impl Compiler {
 
     fn problems(&self) -> Vec<PolicyProblem> {
         let all = self.policies.values();
-        all.flat_map(|p| p.parsed.problems.iter().chain(&p.warnings))
+        let mut out: Vec<PolicyProblem> = all
+            .flat_map(|p| p.parsed.problems.iter().chain(&p.warnings))
             .cloned()
-            .collect()
+            .collect();
+        out.extend(
+            self.clusters
+                .values()
+                .flat_map(|c| c.parsed.problems.iter().cloned()),
+        );
+        out
+    }
+}
+
+/// What keeping rules' matched identity sets current needs.
+struct MatchCtx<'a> {
+    ids: &'a IdentityState,
+    table: &'a super::output::IdentityTable,
+    model: &'a Model,
+    ch: &'a IdentityChanges,
+    relabelled: &'a BTreeSet<u32>,
+}
+
+impl MatchCtx<'_> {
+    /// Updates the matched sets of `rules` (all of them when `fresh`); returns whether one changed.
+    fn refresh<'r>(&self, rules: impl Iterator<Item = &'r mut RuleState>, fresh: bool) -> bool {
+        let mut changed = false;
+        for rule in rules {
+            if !rule.tracks_identities() {
+                continue;
+            }
+            if fresh {
+                rule.matched = rules::match_all(&rule.parsed, self.ids, self.table, self.model);
+                continue;
+            }
+            for id in &self.ch.freed {
+                changed |= rule.matched.remove(id);
+            }
+            for id in self.ch.created.iter().chain(self.relabelled) {
+                let Some(info) = self.table.identities.get(id) else {
+                    continue;
+                };
+                let now = rules::rule_matches(&rule.parsed, &info.key, self.model);
+                let before = if now {
+                    !rule.matched.insert(*id)
+                } else {
+                    rule.matched.remove(id)
+                };
+                changed |= now != before;
+            }
+        }
+        changed
     }
 }
 

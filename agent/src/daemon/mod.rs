@@ -298,6 +298,7 @@ impl Agent {
         model.apply(ModelChange::UpsertNode(Node {
             name: s.node.clone(),
             addresses: host::addresses(),
+            labels: Default::default(),
         }));
         self.source = model;
         Ok((loaded.mark, loaded.revision))

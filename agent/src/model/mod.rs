@@ -5,6 +5,7 @@
 //! as the API sends them (no defaulting, no validation: ports are `i64`, protocols are strings)
 //! so that the compiler can report bad input per field instead of a source rejecting it.
 
+mod cluster_policy;
 mod policy;
 mod store;
 
@@ -14,6 +15,11 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use cluster_policy::{
+    ClusterEgressRule, ClusterIngressRule, ClusterNetworkPolicy, ClusterNetworkPolicySpec,
+    ClusterPolicyPeer, ClusterPolicyProtocol, ClusterPolicySubject, ClusterPort, ClusterPortRange,
+    ClusterRuleView, NamespacedPod, ProtocolMatch, CLUSTER_POLICY_API_VERSION, CLUSTER_POLICY_KIND,
+};
 pub use policy::{
     EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector, LabelSelectorRequirement,
     NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec,
@@ -197,9 +203,12 @@ pub struct Service {
     pub ports: Vec<ServicePort>,
 }
 
-/// A Node: only its addresses matter (traffic between a pod and its own node is allowed).
+/// A Node: its addresses (traffic between a pod and its own node is allowed) and its labels
+/// (what a ClusterNetworkPolicy `nodes` peer selects).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub name: String,
     pub addresses: Vec<IpAddr>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
 }

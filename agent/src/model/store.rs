@@ -3,7 +3,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Labels, Namespace, NetworkPolicy, Node, ObjectKey, Pod, Service};
+use super::{
+    ClusterNetworkPolicy, Labels, Namespace, NetworkPolicy, Node, ObjectKey, Pod, Service,
+};
 
 /// Every object Palisade knows about, keyed deterministically.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,6 +15,9 @@ pub struct Model {
     pub services: BTreeMap<ObjectKey, Service>,
     pub policies: BTreeMap<ObjectKey, NetworkPolicy>,
     pub nodes: BTreeMap<String, Node>,
+    /// ClusterNetworkPolicies by name (cluster-scoped).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cluster_policies: BTreeMap<String, ClusterNetworkPolicy>,
 }
 
 /// One change to the model, as a watcher event or a manifest reload produces it.
@@ -29,6 +34,8 @@ pub enum ModelChange {
     DeletePolicy(ObjectKey),
     UpsertNode(Node),
     DeleteNode(String),
+    UpsertClusterPolicy(ClusterNetworkPolicy),
+    DeleteClusterPolicy(String),
 }
 
 impl Model {
@@ -113,6 +120,12 @@ impl Model {
             ModelChange::DeleteNode(name) => {
                 self.nodes.remove(&name);
             }
+            ModelChange::UpsertClusterPolicy(policy) => {
+                self.cluster_policies.insert(policy.name.clone(), policy);
+            }
+            ModelChange::DeleteClusterPolicy(name) => {
+                self.cluster_policies.remove(&name);
+            }
         }
     }
 
@@ -138,6 +151,12 @@ impl Model {
                 .values()
                 .cloned()
                 .map(ModelChange::UpsertPolicy),
+        );
+        out.extend(
+            self.cluster_policies
+                .values()
+                .cloned()
+                .map(ModelChange::UpsertClusterPolicy),
         );
         out
     }

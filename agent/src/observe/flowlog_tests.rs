@@ -25,11 +25,7 @@ fn names() -> Names {
     };
     n.rules.insert(
         3,
-        RuleRef {
-            policy: ObjectKey::new("x", "a-from-b"),
-            direction: RuleDirection::Ingress,
-            index: 0,
-        },
+        RuleRef::network_policy(ObjectKey::new("x", "a-from-b"), RuleDirection::Ingress, 0),
     );
     n.endpoints.insert(
         7,

@@ -9,6 +9,7 @@ use palisade_common::{
         EP_FAIL_CLOSED, EP_INGRESS_ISOLATED,
     },
     identity::{IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD},
+    policy::{TIER_ADMIN, TIER_BASELINE, TIER_DEFAULT},
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -156,6 +157,15 @@ fn model_side(d: &SideDecision) -> MapSide {
             rule_id: None,
             peer_identity: Some(*peer_identity),
         },
+        SideDecision::DeniedByRule {
+            peer_identity,
+            rule_id,
+            ..
+        } => MapSide {
+            decision: "denied",
+            rule_id: Some(*rule_id),
+            peer_identity: Some(*peer_identity),
+        },
     }
 }
 
@@ -218,7 +228,16 @@ fn map_side(
     }
     for id in [identity, IDENTITY_ANY] {
         if let Some(v) = dp.policy_entry(table, id, protocol.number(), port)? {
-            return Ok(side("allowed", Some(v.rule_id), Some(identity)));
+            // Read the value as ebpf/src/lookup.rs does: the action, and the tier for who decided.
+            let allow = v.action == palisade_common::policy::Action::Allow as u8;
+            return Ok(match (allow, v.tier) {
+                (true, TIER_DEFAULT) => side("not_isolated", None, None),
+                (true, _) => side("allowed", Some(v.rule_id), Some(identity)),
+                (false, TIER_ADMIN | TIER_BASELINE) => {
+                    side("denied", Some(v.rule_id), Some(identity))
+                }
+                (false, _) => side("denied", None, Some(identity)),
+            });
         }
     }
     Ok(side("denied", None, Some(identity)))

@@ -1,6 +1,9 @@
-//! A reference evaluator written straight from the spec (DESIGN.md, "Semantics"), sharing no code
-//! with the compiler: it answers one connection at a time by walking the model's policies. The
-//! compiler is tested against it.
+//! A reference evaluator written straight from the spec (DESIGN.md, "Semantics", and the
+//! ClusterNetworkPolicy API text), sharing no code with the compiler: it answers one connection at
+//! a time by walking the model's policies, tier by tier. The compiler is tested against it.
+//!
+//! [`evaluate`] answers allowed or not per side; [`evaluate_detailed`] also says which tier,
+//! policy and rule decided ([`Decider`]).
 //!
 //! Where the input is invalid it fails closed the way the compiler documents: an invalid peer or
 //! port entry matches nothing, an invalid podSelector selects the whole namespace.
@@ -10,8 +13,12 @@ use ipnet::IpNet;
 
 use crate::model::{
     IntOrString, LabelSelector, Labels, Model, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort,
-    Pod, Protocol,
+    ObjectKey, Pod, Protocol,
 };
+
+mod cluster;
+
+pub use cluster::{ClusterAction, ClusterMatch, ClusterTier};
 
 /// Options that match the compiler's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +59,56 @@ enum Dir {
     Egress,
 }
 
+/// What decided one side of a connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decider {
+    /// The address is not a local endpoint: nothing to enforce on this side.
+    NotEndpoint,
+    /// The peer is the pod's own node (allowed before any tier).
+    NodeTraffic,
+    /// An Admin or Baseline rule with Accept or Deny.
+    Cluster(ClusterMatch),
+    /// A NetworkPolicy rule allowed it (the smallest policy key, then rule index).
+    NetworkPolicy { policy: ObjectKey, index: u32 },
+    /// NetworkPolicy isolates the direction and no rule allows it.
+    NetworkPolicyIsolated { isolated_by: Vec<ObjectKey> },
+    /// No tier decided: "the default kubernetes policy is applied, which says that all pods can
+    /// communicate with each other". `passed` is a Baseline Pass rule that ended the tier.
+    Default { passed: Option<ClusterMatch> },
+}
+
+/// One side's answer and who decided it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideAnswer {
+    pub allowed: bool,
+    pub decider: Decider,
+    /// The Admin Pass rule that handed this connection to the next tier, if one did.
+    pub admin_pass: Option<ClusterMatch>,
+}
+
+impl SideAnswer {
+    fn new(allowed: bool, decider: Decider) -> Self {
+        Self {
+            allowed,
+            decider,
+            admin_pass: None,
+        }
+    }
+}
+
+/// Both sides with their deciders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DetailedVerdict {
+    pub egress: SideAnswer,
+    pub ingress: SideAnswer,
+}
+
+impl DetailedVerdict {
+    pub fn allowed(&self) -> bool {
+        self.egress.allowed && self.ingress.allowed
+    }
+}
+
 /// "A connection needs the client's egress and the server's ingress to allow it."
 pub fn evaluate(
     model: &Model,
@@ -61,23 +118,100 @@ pub fn evaluate(
     protocol: Protocol,
     port: u16,
 ) -> ReferenceVerdict {
+    let d = evaluate_detailed(model, options, from, to, protocol, port);
+    ReferenceVerdict {
+        egress: d.egress.allowed,
+        ingress: d.ingress.allowed,
+    }
+}
+
+/// [`evaluate`] with the tier, policy and rule that decided each side.
+pub fn evaluate_detailed(
+    model: &Model,
+    options: ReferenceOptions,
+    from: IpAddr,
+    to: IpAddr,
+    protocol: Protocol,
+    port: u16,
+) -> DetailedVerdict {
     let client = endpoint_with_ip(model, from);
     let server = endpoint_with_ip(model, to);
-    let egress = client
-        .is_none_or(|c| side_allows(model, options, c, Dir::Egress, to, server, protocol, port));
-    let ingress = server.is_none_or(|s| {
-        side_allows(
-            model,
-            options,
-            s,
-            Dir::Ingress,
-            from,
-            client,
-            protocol,
-            port,
-        )
+    let conn = Conn { protocol, port };
+    let egress = client.map_or(SideAnswer::new(true, Decider::NotEndpoint), |c| {
+        side(model, options, c, Dir::Egress, to, server, conn)
     });
-    ReferenceVerdict { egress, ingress }
+    let ingress = server.map_or(SideAnswer::new(true, Decider::NotEndpoint), |s| {
+        side(model, options, s, Dir::Ingress, from, client, conn)
+    });
+    DetailedVerdict { egress, ingress }
+}
+
+#[derive(Clone, Copy)]
+struct Conn {
+    protocol: Protocol,
+    port: u16,
+}
+
+/// One side, tier by tier: "Policy tiers are evaluated in the following order: Admin tier,
+/// NetworkPolicy tier, Baseline tier".
+fn side(
+    model: &Model,
+    options: ReferenceOptions,
+    pod: &Pod,
+    dir: Dir,
+    peer_ip: IpAddr,
+    peer_pod: Option<&Pod>,
+    conn: Conn,
+) -> SideAnswer {
+    // "Traffic to and from the node a pod runs on is always allowed (kubelet probes)": before
+    // any tier, as the dataplane does it.
+    if options.allow_node_traffic {
+        if let Some(node) = &pod.node_name {
+            if node_addresses(model, node).contains(&peer_ip) {
+                return SideAnswer::new(true, Decider::NodeTraffic);
+            }
+        }
+    }
+    let egress = dir == Dir::Egress;
+    let tier = |t| {
+        cluster::first_match(
+            model,
+            t,
+            pod,
+            egress,
+            peer_ip,
+            peer_pod,
+            conn.protocol,
+            conn.port,
+        )
+    };
+    // "If Admin tier has made a final decision (Accept or Deny) on a connection, then no further
+    // evaluation is done."
+    let admin = tier(ClusterTier::Admin);
+    let admin_pass = match admin {
+        Some(m) if m.action == ClusterAction::Pass => Some(m),
+        Some(m) => return SideAnswer::new(m.action == ClusterAction::Accept, Decider::Cluster(m)),
+        None => None,
+    };
+    // "v1.NetworkPolicy always makes a final decision for selected pods. Further evaluation only
+    // happens for Pods not selected by a v1.NetworkPolicy."
+    let answer = match np_side(model, pod, dir, peer_ip, peer_pod, conn) {
+        Some(decider) => {
+            let allowed = matches!(decider, Decider::NetworkPolicy { .. });
+            SideAnswer::new(allowed, decider)
+        }
+        None => match tier(ClusterTier::Baseline) {
+            Some(m) if m.action == ClusterAction::Pass => {
+                SideAnswer::new(true, Decider::Default { passed: Some(m) })
+            }
+            Some(m) => SideAnswer::new(m.action == ClusterAction::Accept, Decider::Cluster(m)),
+            None => SideAnswer::new(true, Decider::Default { passed: None }),
+        },
+    };
+    SideAnswer {
+        admin_pass,
+        ..answer
+    }
 }
 
 /// The pod that owns `ip` as an endpoint ("hostNetwork pods are not endpoints"); the smallest
@@ -104,28 +238,15 @@ fn node_addresses(model: &Model, node: &str) -> Vec<IpAddr> {
     out
 }
 
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one connection's worth of facts, spelled out"
-)]
-fn side_allows(
+/// The NetworkPolicy tier: `None` when no policy isolates the direction.
+fn np_side(
     model: &Model,
-    options: ReferenceOptions,
     pod: &Pod,
     dir: Dir,
     peer_ip: IpAddr,
     peer_pod: Option<&Pod>,
-    protocol: Protocol,
-    port: u16,
-) -> bool {
-    // "Traffic to and from the node a pod runs on is always allowed (kubelet probes)".
-    if options.allow_node_traffic {
-        if let Some(node) = &pod.node_name {
-            if node_addresses(model, node).contains(&peer_ip) {
-                return true;
-            }
-        }
-    }
+    conn: Conn,
+) -> Option<Decider> {
     // "A pod is isolated for a direction iff some policy in its namespace selects it and that
     // direction is among the policy's effective policyTypes".
     let policies: Vec<&NetworkPolicy> = model
@@ -136,14 +257,14 @@ fn side_allows(
         .filter(|p| has_type(p, dir))
         .collect();
     if policies.is_empty() {
-        return true;
+        return None;
     }
     // "Isolated directions allow only the union of matching rules".
     let dest = match dir {
         Dir::Ingress => Some(pod),
         Dir::Egress => peer_pod,
     };
-    policies.iter().any(|policy| {
+    for policy in &policies {
         let rules: Vec<RuleParts<'_>> = match dir {
             Dir::Ingress => policy
                 .spec
@@ -160,11 +281,19 @@ fn side_allows(
                 .map(|r| (r.to.as_ref(), r.ports.as_ref()))
                 .collect(),
         };
-        rules.into_iter().any(|(peers, ports)| {
+        let hit = rules.into_iter().position(|(peers, ports)| {
             peers_match(model, policy, peers, peer_ip, peer_pod)
-                && ports_match(ports, protocol, port, dest)
-        })
-    })
+                && ports_match(ports, conn.protocol, conn.port, dest)
+        });
+        if let Some(index) = hit {
+            return Some(Decider::NetworkPolicy {
+                policy: policy.key(),
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+            });
+        }
+    }
+    let isolated_by = policies.iter().map(|p| p.key()).collect();
+    Some(Decider::NetworkPolicyIsolated { isolated_by })
 }
 
 /// "Effective policyTypes (explicit list; else Ingress, plus Egress when egress has rules)".
@@ -248,13 +377,13 @@ fn peer_matches(
     }
 }
 
-fn parse_cidr(text: &str) -> Option<IpNet> {
+pub(crate) fn parse_cidr(text: &str) -> Option<IpNet> {
     text.trim().parse::<IpNet>().ok().map(|n| n.trunc())
 }
 
 /// `None` when the selector is invalid. "matchLabels and matchExpressions (In, NotIn, Exists,
 /// DoesNotExist); {} matches all."
-fn selector_matches(sel: &LabelSelector, labels: &Labels) -> Option<bool> {
+pub(crate) fn selector_matches(sel: &LabelSelector, labels: &Labels) -> Option<bool> {
     let mut ok = sel
         .match_labels
         .iter()
@@ -330,4 +459,20 @@ fn port_matches(
             })
         }),
     }
+}
+
+/// IANA service name rules, as the API validates port names (written here again, not shared
+/// with the compiler).
+fn valid_port_name(name: &str) -> bool {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let has_letter = name.bytes().any(|b| b.is_ascii_lowercase());
+    !name.is_empty()
+        && name.len() <= 15
+        && ok_chars
+        && has_letter
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
 }

@@ -9,10 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
-use super::lenient;
 use crate::model::{
-    ContainerPort, IntOrString, Labels, Model, ModelChange, Namespace, NetworkPolicy, Node, Pod,
-    Protocol, Service, ServicePort,
+    ClusterNetworkPolicy, ClusterNetworkPolicySpec, ContainerPort, IntOrString, Labels, Model,
+    ModelChange, Namespace, NetworkPolicy, NetworkPolicySpec, Node, Pod, Protocol, Service,
+    ServicePort, CLUSTER_POLICY_API_VERSION,
 };
 
 /// What can go wrong loading manifests. Only [`ManifestError::ReadDir`] aborts a load; the others
@@ -167,9 +167,6 @@ fn load_value(
         }
         return;
     }
-    if kind == "NetworkPolicy" {
-        notes.extend(unreadable_notes(value).iter().map(|e| note(file, index, e)));
-    }
     match object(kind, value) {
         Ok(change) => changes.push(change),
         Err(err) => notes.push(note(file, index, &err)),
@@ -201,8 +198,12 @@ pub(crate) fn object(kind: &str, v: &Value) -> Result<ModelChange, ManifestError
                     name,
                 });
             }
-            // Never dropped for a type error: what cannot be read fails closed (`lenient`).
-            let (spec, _) = lenient::policy_spec(v.get("spec"));
+            let spec_value = v
+                .get("spec")
+                .cloned()
+                .unwrap_or(Value::Object(Default::default()));
+            let spec: NetworkPolicySpec =
+                serde_json::from_value(spec_value).map_err(|e| ctx.field("spec", e))?;
             Ok(ModelChange::UpsertPolicy(NetworkPolicy {
                 namespace,
                 name,
@@ -218,27 +219,20 @@ pub(crate) fn object(kind: &str, v: &Value) -> Result<ModelChange, ManifestError
                 .filter_map(|a| a.get("address").and_then(Value::as_str))
                 .filter_map(|a| a.parse::<IpAddr>().ok())
                 .collect();
-            Ok(ModelChange::UpsertNode(Node { name, addresses }))
+            Ok(ModelChange::UpsertNode(Node {
+                name,
+                addresses,
+                labels: labels(v),
+            }))
+        }
+        "ClusterNetworkPolicy" => {
+            cluster_policy(v, &ctx, name.clone()).map(ModelChange::UpsertClusterPolicy)
         }
         other => Err(ManifestError::UnknownKind {
             kind: other.to_owned(),
             name,
         }),
     }
-}
-
-/// The parts of a NetworkPolicy's spec that could not be read and what stands in for them.
-fn unreadable_notes(v: &Value) -> Vec<ManifestError> {
-    let name = str_at(v, &["metadata", "name"]).unwrap_or_default();
-    let ctx = Ctx {
-        kind: "NetworkPolicy",
-        name,
-    };
-    let (_, unreadable) = lenient::policy_spec(v.get("spec"));
-    unreadable
-        .iter()
-        .map(|u| ctx.field(&u.field, format!("{}; {}", u.reason, u.instead)))
-        .collect()
 }
 
 struct Ctx<'a> {
@@ -420,4 +414,27 @@ fn service(
         selector,
         ports,
     })
+}
+
+/// A `policy.networking.k8s.io/v1alpha2` ClusterNetworkPolicy: cluster-scoped, so
+/// `metadata.namespace` is ignored. Other versions of the kind are skipped with a note.
+fn cluster_policy(
+    v: &Value,
+    ctx: &Ctx<'_>,
+    name: String,
+) -> Result<ClusterNetworkPolicy, ManifestError> {
+    let api = v.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if api != CLUSTER_POLICY_API_VERSION {
+        return Err(ManifestError::UnknownKind {
+            kind: format!("{} ({api})", ctx.kind),
+            name,
+        });
+    }
+    let spec_value = v
+        .get("spec")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
+    let spec: ClusterNetworkPolicySpec =
+        serde_json::from_value(spec_value).map_err(|e| ctx.field("spec", e))?;
+    Ok(ClusterNetworkPolicy { name, spec })
 }

@@ -335,7 +335,8 @@ impl Syncer {
 
     /// The table id and isolation flag of one direction (`Some(0)`: isolated, table missing).
     fn direction(&self, d: &DirectionPolicy, flag: u32) -> (Option<u32>, u32) {
-        if !d.isolated {
+        // The flag means "look packets up": NetworkPolicy isolation or a ClusterNetworkPolicy.
+        if !d.needs_lookup() {
             return (None, 0);
         }
         let id = d.table.and_then(|t| self.tables.id_of(t)).unwrap_or(0);

@@ -131,10 +131,14 @@ fn write_table(
             entry.protocol.map(|p| p.number()),
             ports,
         );
+        let action = match value.action {
+            crate::compiler::Action::Allow => Action::Allow,
+            crate::compiler::Action::Deny => Action::Deny,
+        };
         let v = PolicyValue {
             rule_id: value.rule_id,
-            action: Action::Allow as u8,
-            tier: 0,
+            action: action as u8,
+            tier: value.tier as u8,
             _pad: [0; 2],
         };
         if let Err(e) = dp.set_policy(&key, v) {

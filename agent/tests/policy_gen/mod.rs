@@ -295,6 +295,7 @@ pub fn cluster() -> impl Strategy<Value = Model> {
                 model.apply(ModelChange::UpsertNode(Node {
                     name: format!("node-{n}"),
                     addresses,
+                    labels: Default::default(),
                 }));
             }
             for (i, spec) in pods.iter().enumerate() {
