@@ -23,11 +23,15 @@ pub enum DropReason {
     Revoked = 7,
     /// An IP protocol that policy cannot allow in an isolated direction (not TCP/UDP/SCTP/ICMP).
     ProtocolDenied = 8,
+    /// A ClusterNetworkPolicy Admin tier Deny rule matched (rule id in the event).
+    AdminPolicyDenied = 9,
+    /// A ClusterNetworkPolicy Baseline tier Deny rule matched (rule id in the event).
+    BaselinePolicyDenied = 10,
 }
 
 impl DropReason {
     /// Number of reasons, the size of the counters array.
-    pub const COUNT: u32 = 9;
+    pub const COUNT: u32 = 11;
 
     /// Every reason in numeric order (for counters and docs).
     pub const ALL: [DropReason; Self::COUNT as usize] = [
@@ -40,6 +44,8 @@ impl DropReason {
         Self::EndpointFailClosed,
         Self::Revoked,
         Self::ProtocolDenied,
+        Self::AdminPolicyDenied,
+        Self::BaselinePolicyDenied,
     ];
 
     /// Parses a raw value from an event or counter index.
@@ -63,6 +69,8 @@ impl DropReason {
             Self::EndpointFailClosed => "endpoint_fail_closed",
             Self::Revoked => "revoked",
             Self::ProtocolDenied => "protocol_denied",
+            Self::AdminPolicyDenied => "admin_policy_denied",
+            Self::BaselinePolicyDenied => "baseline_policy_denied",
         }
     }
 }

@@ -73,6 +73,8 @@ fn audited(ep: &Endpoint, dir: Direction, c: Check) -> Check {
             | DropReason::EgressPolicyDenied
             | DropReason::Revoked
             | DropReason::ProtocolDenied
+            | DropReason::AdminPolicyDenied
+            | DropReason::BaselinePolicyDenied
     );
     if c.allowed() || !policy || ep.flags & flag == 0 || ep.flags & EP_FAIL_CLOSED != 0 {
         return c;
@@ -368,11 +370,18 @@ fn new_flow(ctx: &TcContext, ep: &Endpoint, dir: Direction, s: &mut Scratch) -> 
         );
         return c;
     }
-    if !matches!(
-        t.protocol,
-        proto::TCP | proto::UDP | proto::SCTP | proto::ICMP | proto::ICMPV6
-    ) {
-        // Only a rule without ports (all protocols) could have allowed it.
+    let unmatched = matches!(
+        c.reason,
+        DropReason::IngressPolicyDenied | DropReason::EgressPolicyDenied
+    );
+    if unmatched
+        && !matches!(
+            t.protocol,
+            proto::TCP | proto::UDP | proto::SCTP | proto::ICMP | proto::ICMPV6
+        )
+    {
+        // Only a rule without ports (all protocols) could have allowed it. (A ClusterNetworkPolicy
+        // Deny keeps its own reason.)
         c.reason = DropReason::ProtocolDenied;
     }
     // A mid-stream packet of a flow older than the programs: allowed if it is a reply of a flow

@@ -1,12 +1,15 @@
 //! Policy lookup: peer IP → identity (one LPM lookup), then `{table, identity, proto, port}` in the
 //! policy trie, exact identity first, then the any-peer wildcard. Cost is independent of the
-//! number of rules, pods and CIDRs.
+//! number of rules, pods, CIDRs and ClusterNetworkPolicy tiers: the compiler writes final
+//! Allow/Deny verdicts (with the deciding tier and rule), so the first entry found decides.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use palisade_common::{
     endpoint::{Endpoint, CFG_ALLOW_HOST, EP_EGRESS_ISOLATED, EP_INGRESS_ISOLATED},
     identity::{IdentityKey, IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD},
-    policy::{PolicyKey, PolicyValue, PREFIX_FULL},
+    policy::{
+        Action, PolicyKey, PolicyValue, PREFIX_FULL, TIER_ADMIN, TIER_BASELINE, TIER_DEFAULT,
+    },
     verdict::{Decision, Direction, DropReason},
 };
 
@@ -81,9 +84,21 @@ pub fn check(ep: &Endpoint, dir: Direction, peer_identity: u32, protocol: u8, po
         out.decision = Decision::AllowedHost;
         out.reason = DropReason::None;
     } else if let Some(v) = find(table, peer_identity, protocol, port) {
-        if v.action == palisade_common::policy::Action::Allow as u8 {
-            out.decision = Decision::AllowedByRule;
+        // Entries hold final verdicts (tiers flattened by the compiler); the tier says who
+        // decided, for the decision and the drop reason.
+        if v.action == Action::Allow as u8 {
+            if v.tier == TIER_DEFAULT {
+                out.decision = Decision::AllowedNotIsolated;
+            } else {
+                out.decision = Decision::AllowedByRule;
+                out.rule_id = v.rule_id;
+            }
             out.reason = DropReason::None;
+        } else if v.tier == TIER_ADMIN {
+            out.reason = DropReason::AdminPolicyDenied;
+            out.rule_id = v.rule_id;
+        } else if v.tier == TIER_BASELINE {
+            out.reason = DropReason::BaselinePolicyDenied;
             out.rule_id = v.rule_id;
         }
     }

@@ -88,8 +88,11 @@ impl Dataplane {
             .map_ref(MAP_AUDITED)?
             .try_into()
             .map_err(merr(MAP_AUDITED))?;
+        // A counters map adopted from an older agent may have fewer reasons than this one.
+        let size = m.len();
         DropReason::ALL
             .iter()
+            .filter(|r| (**r as u32) < size)
             .map(|r| {
                 let per_cpu = m.get(&(*r as u32), 0).map_err(merr(MAP_AUDITED))?;
                 Ok((*r, per_cpu.iter().sum()))

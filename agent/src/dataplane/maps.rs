@@ -66,6 +66,21 @@ pub fn policy_key(
     }
 }
 
+/// The policy-trie value of a compiled entry: the final action and the tier and rule that
+/// decided (`ebpf/src/lookup.rs` reads them back).
+pub fn policy_value(value: &crate::compiler::EntryValue) -> PolicyValue {
+    let action = match value.action {
+        crate::compiler::Action::Allow => palisade_common::policy::Action::Allow,
+        crate::compiler::Action::Deny => palisade_common::policy::Action::Deny,
+    };
+    PolicyValue {
+        rule_id: value.rule_id,
+        action: action as u8,
+        tier: value.tier as u8,
+        _pad: [0; 2],
+    }
+}
+
 macro_rules! map_mut {
     ($self:ident, $name:expr, $ty:ty) => {{
         let name: &'static str = $name;
@@ -195,8 +210,11 @@ impl Dataplane {
     /// Packets counted per drop reason (index 0: passed), summed over CPUs.
     pub fn counters(&mut self) -> Result<Vec<(DropReason, u64)>, DataplaneError> {
         let m = map_mut!(self, MAP_COUNTERS, PerCpuArray<&mut MapData, u64>);
+        // A counters map adopted from an older agent may have fewer reasons than this one.
+        let size = m.len();
         DropReason::ALL
             .iter()
+            .filter(|r| (**r as u32) < size)
             .map(|r| {
                 let per_cpu = m.get(&(*r as u32), 0).map_err(merr(MAP_COUNTERS))?;
                 Ok((*r, per_cpu.iter().sum()))

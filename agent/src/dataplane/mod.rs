@@ -12,7 +12,9 @@ pub use attach::{ifindex, AttachMode, Hook};
 pub use bpffs::{is_bpffs, mount as mount_bpffs, PrivateBpffs};
 pub use inspect::MapKind;
 pub use loader::{Dataplane, LoadOptions, OBJECT_EMBEDDED};
-pub use maps::{identity_key, identity_key_raw, identity_net, policy_key, Existing, PortBlock};
+pub use maps::{
+    identity_key, identity_key_raw, identity_net, policy_key, policy_value, Existing, PortBlock,
+};
 pub use testrun::TestRunOutcome;
 
 /// Everything that can go wrong in the dataplane.

@@ -70,12 +70,18 @@ pub struct FlowRecord {
     pub protocol: String,
     /// The drop reason (for `audit`: the one enforcement would have applied); `none` for allows.
     pub reason: &'static str,
-    /// For allows, the policy of the rule that allowed; for denies and audits, the policies that
-    /// isolate the endpoint in that direction (none of whose rules allowed the flow).
+    /// For allows, the policy of the rule that allowed; for a ClusterNetworkPolicy deny, that
+    /// policy (`ClusterNetworkPolicy/<name>`); for other denies and audits, the NetworkPolicies
+    /// that isolate the endpoint in that direction (none of whose rules allowed the flow).
     pub policies: Vec<String>,
-    /// For allows by a rule: `namespace/policy direction[index]`.
+    /// The rule that decided, when one did: `namespace/policy direction[index]` for a
+    /// NetworkPolicy allow, `ClusterNetworkPolicy <name> (<tier>) direction[index] "<rule name>"`
+    /// for a ClusterNetworkPolicy Accept or Deny.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
+    /// The tier of that rule: `admin`, `network_policy` or `baseline`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<&'static str>,
     /// How an allow was decided (`rule`, `not_isolated`, `node`), absent for denies.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allowed_by: Option<&'static str>,
@@ -101,6 +107,7 @@ pub fn record(
         .flatten();
     let verdict = verdict_name(ev.decision);
     let policies = match (verdict, rule, endpoint) {
+        (_, Some(r), _) if r.is_cluster() => vec![r.policy_label()],
         ("allow", Some(r), _) => vec![r.policy.to_string()],
         ("allow", None, _) | (_, _, None) => Vec::new(),
         (_, _, Some(e)) => e.isolated_by(dir).iter().map(ToString::to_string).collect(),
@@ -127,8 +134,23 @@ pub fn record(
         protocol: protocol_name(ev.protocol),
         reason: reason_name(ev.reason),
         policies,
-        rule: rule.filter(|_| verdict == "allow").map(ToString::to_string),
+        // A deny names its rule only when a ClusterNetworkPolicy rule denied.
+        rule: rule
+            .filter(|r| verdict == "allow" || r.is_cluster())
+            .map(ToString::to_string),
+        tier: rule
+            .filter(|r| verdict == "allow" || r.is_cluster())
+            .map(|r| tier_name(r.tier)),
         allowed_by,
+    }
+}
+
+fn tier_name(tier: crate::compiler::Tier) -> &'static str {
+    match tier {
+        crate::compiler::Tier::Admin => "admin",
+        crate::compiler::Tier::Baseline => "baseline",
+        crate::compiler::Tier::NetworkPolicy => "network_policy",
+        crate::compiler::Tier::Default => "default",
     }
 }
 

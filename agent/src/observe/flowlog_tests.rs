@@ -163,3 +163,80 @@ fn file_rotates_by_size_and_counts_drops() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn with_cluster_rules() -> Names {
+    let mut n = names();
+    let cluster = |tier, index, rule_name: Option<&str>| RuleRef {
+        policy: ObjectKey::new("", "admin-guard"),
+        direction: RuleDirection::Ingress,
+        index,
+        tier,
+        rule_name: rule_name.map(str::to_owned),
+    };
+    n.rules
+        .insert(11, cluster(crate::compiler::Tier::Admin, 1, Some("no-b")));
+    n.rules
+        .insert(12, cluster(crate::compiler::Tier::Baseline, 0, None));
+    n
+}
+
+#[test]
+fn cluster_policy_deny_and_accept_name_the_policy_and_rule() {
+    let n = with_cluster_rules();
+    let d = record(
+        &event(Decision::Dropped, DropReason::AdminPolicyDenied, 11),
+        &n,
+        &at_epoch,
+    );
+    assert_eq!(d.verdict, "deny");
+    assert_eq!(d.reason, "admin_policy_denied");
+    assert_eq!(
+        d.policies,
+        vec!["ClusterNetworkPolicy/admin-guard".to_owned()]
+    );
+    assert_eq!(
+        d.rule.as_deref(),
+        Some(r#"ClusterNetworkPolicy admin-guard (Admin) ingress[1] "no-b""#)
+    );
+    assert_eq!(d.tier, Some("admin"));
+    let a = record(
+        &event(Decision::AllowedByRule, DropReason::None, 12),
+        &n,
+        &at_epoch,
+    );
+    assert_eq!(a.verdict, "allow");
+    assert_eq!(
+        a.policies,
+        vec!["ClusterNetworkPolicy/admin-guard".to_owned()]
+    );
+    assert_eq!(
+        a.rule.as_deref(),
+        Some("ClusterNetworkPolicy admin-guard (Baseline) ingress[0]")
+    );
+    assert_eq!(a.tier, Some("baseline"));
+    // A NetworkPolicy deny (no rule) still names the isolating policies and no rule.
+    let np = record(
+        &event(Decision::Dropped, DropReason::IngressPolicyDenied, 0),
+        &n,
+        &at_epoch,
+    );
+    assert_eq!(np.policies, vec!["x/a-from-b".to_owned()]);
+    assert_eq!((np.rule, np.tier), (None, None));
+}
+
+#[test]
+fn metrics_count_cluster_policy_verdicts_by_rule() {
+    let n = with_cluster_rules();
+    let m = crate::observe::metrics::Metrics::new();
+    m.cluster_verdict(&n.rules[&11], "deny");
+    m.cluster_verdict(&n.rules[&12], "allow");
+    let text = m.render();
+    assert!(
+        text.contains(r#"palisade_cluster_policy_verdicts_total{tier="admin",policy="admin-guard",direction="ingress",rule="no-b",verdict="deny"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"palisade_cluster_policy_verdicts_total{tier="baseline",policy="admin-guard",direction="ingress",rule="ingress[0]",verdict="allow"} 1"#),
+        "{text}"
+    );
+}

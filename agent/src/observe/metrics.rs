@@ -32,6 +32,18 @@ pub struct VerdictLabels {
     pub namespace: String,
 }
 
+/// One ClusterNetworkPolicy rule's verdicts. Policy and rule names are the administrator's, not
+/// workload data, and bounded by the policies (at most 25 rules per direction each).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterRuleLabels {
+    pub tier: String,
+    pub policy: String,
+    pub direction: String,
+    /// `ingress[0]`, or the rule's `name` when it has one.
+    pub rule: String,
+    pub verdict: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: String,
@@ -52,6 +64,7 @@ pub struct StateLabels {
 pub struct Metrics {
     registry: Registry,
     pub verdicts: Family<VerdictLabels, Counter>,
+    pub cluster_policy_verdicts: Family<ClusterRuleLabels, Counter>,
     pub datapath_packets: Family<ReasonLabels, Counter>,
     pub datapath_audited: Family<ReasonLabels, Counter>,
     pub events: Counter,
@@ -72,6 +85,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("palisade");
         let m = Self {
             verdicts: Family::default(),
+            cluster_policy_verdicts: Family::default(),
             datapath_packets: Family::default(),
             datapath_audited: Family::default(),
             events: Counter::default(),
@@ -87,6 +101,11 @@ impl Metrics {
             sync_latency_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             registry: Registry::default(),
         };
+        registry.register(
+            "cluster_policy_verdicts",
+            "Verdict events decided by a ClusterNetworkPolicy rule (Accept or Deny)",
+            m.cluster_policy_verdicts.clone(),
+        );
         registry.register(
             "verdicts",
             "Verdict events received from the programs (denies, audits, sampled allows), by direction, verdict, drop reason and endpoint namespace",
@@ -163,6 +182,21 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Counts one verdict event decided by a ClusterNetworkPolicy rule.
+    pub fn cluster_verdict(&self, rule: &crate::compiler::RuleRef, verdict: &str) {
+        let labels = ClusterRuleLabels {
+            tier: rule.tier.as_str().to_ascii_lowercase(),
+            policy: rule.policy.name.clone(),
+            direction: rule.direction.to_string(),
+            rule: rule
+                .rule_name
+                .clone()
+                .unwrap_or_else(|| format!("{}[{}]", rule.direction, rule.index)),
+            verdict: verdict.to_owned(),
+        };
+        self.cluster_policy_verdicts.get_or_create(&labels).inc();
     }
 
     /// Counts one verdict event.

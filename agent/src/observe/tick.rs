@@ -110,6 +110,14 @@ impl Observer {
             reason_name(ev.reason),
             namespace,
         );
+        // Events carry the rule id of a ClusterNetworkPolicy Accept or Deny; name it.
+        let rule = (ev.rule_id != 0)
+            .then(|| self.names.rules.get(&ev.rule_id))
+            .flatten();
+        if let Some(rule) = rule.filter(|r| r.is_cluster()) {
+            self.metrics
+                .cluster_verdict(rule, verdict_name(ev.decision));
+        }
     }
 
     fn counters(&mut self, dp: &mut Dataplane) {

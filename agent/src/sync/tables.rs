@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::lpm_trie::Key;
-use palisade_common::policy::{Action, PolicyKey, PolicyValue};
+use palisade_common::policy::PolicyKey;
 
 use super::{push, SyncReport};
 use crate::{
@@ -131,16 +131,7 @@ fn write_table(
             entry.protocol.map(|p| p.number()),
             ports,
         );
-        let action = match value.action {
-            crate::compiler::Action::Allow => Action::Allow,
-            crate::compiler::Action::Deny => Action::Deny,
-        };
-        let v = PolicyValue {
-            rule_id: value.rule_id,
-            action: action as u8,
-            tier: value.tier as u8,
-            _pad: [0; 2],
-        };
+        let v = crate::dataplane::policy_value(value);
         if let Err(e) = dp.set_policy(&key, v) {
             return Err(Box::new((written, e)));
         }
