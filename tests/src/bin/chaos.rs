@@ -8,14 +8,18 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use palisade_tests::chaos::{scenario::Kind, Options};
+use palisade_tests::chaos::{scenario::Kind, Options, SourceMode};
 
-const USAGE: &str = "usage: chaos [--scenarios a,b,c,d] [--quick] [--source-outage-secs N] [--downtime-secs N] [--report OUT.json]
+const USAGE: &str = "usage: chaos [--scenarios a,b,c,d] [--quick] [--source manifests|kube] [--source-outage-secs N] [--downtime-secs N] [--report OUT.json]
   a  SIGKILL both agents and restart them
   b  graceful restart (SIGTERM)
-  c  the manifest directory unavailable (default 30 s; a change is made meanwhile), then back
+  c  the policy source unavailable (default 30 s), then back: the manifest directory moved
+     away (a change is made meanwhile), or the API server stopped (the change is written
+     through it as soon as it is back)
   d  policies changed while the agents are down
-  --quick  short phases (CI); the source outage becomes 4 s unless given";
+  --quick   short phases (CI); the source outage becomes 4 s unless given
+  --source  where the agents read the cluster: a manifest directory (default) or a loopback
+            kube-apiserver (needs the `kube` feature and `cargo xtask k8s up`'s binaries)";
 
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
@@ -39,6 +43,7 @@ fn parse(agent_bin: PathBuf) -> Result<Option<Args>, String> {
     let mut args = std::env::args().skip(1);
     let (mut scenarios, mut quick, mut outage, mut downtime, mut report) =
         (None, false, None, None, None);
+    let mut source = SourceMode::Manifests;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--scenarios" => {
@@ -50,6 +55,11 @@ fn parse(agent_bin: PathBuf) -> Result<Option<Args>, String> {
                 scenarios = Some(kinds);
             }
             "--quick" => quick = true,
+            "--source" => {
+                let text = args.next().ok_or("--source needs manifests or kube")?;
+                source =
+                    SourceMode::parse(&text).ok_or(format!("unknown source {text:?}\n{USAGE}"))?;
+            }
             "--source-outage-secs" => outage = Some(secs(args.next(), &a)?),
             "--downtime-secs" => downtime = Some(secs(args.next(), &a)?),
             "--report" => report = Some(PathBuf::from(args.next().ok_or("--report needs a file")?)),
@@ -71,6 +81,7 @@ fn parse(agent_bin: PathBuf) -> Result<Option<Args>, String> {
     if let Some(d) = downtime {
         opts.downtime = d;
     }
+    opts.source = source;
     Ok(Some(Args { opts, report }))
 }
 

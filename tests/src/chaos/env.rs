@@ -1,6 +1,7 @@
 //! The chaos environment: two test nodes, six pods, two Services, the real agent on each node
-//! (manifest-directory source), echo servers for long-lived connections, and the two policy
-//! states the outage scenarios switch between.
+//! (manifest-directory source, or the Kubernetes API with `--source kube`: [`super::kube`]),
+//! echo servers for long-lived connections, and the two policy states the outage scenarios
+//! switch between.
 //!
 //! ```text
 //! node 0: a (server, app=a)   b (client, role=client)   d (never allowed to a:80 in state A)
@@ -21,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::ChaosError;
+use super::{ChaosError, SourceMode};
 use crate::agent::{node_name, pod_manifest, AgentProcess, Manifests};
 use crate::{CniMode, Family, IpFamily, Pod, Port, Proto, TestCluster};
 
@@ -135,11 +136,42 @@ impl Drop for TempDir {
     }
 }
 
-/// Field order is teardown order: agents, echo servers, the cluster, the directory.
+/// Where the cluster state is written.
+#[derive(Debug)]
+pub enum Backend {
+    /// The manifest directory ([`Env::manifests`]).
+    Manifests,
+    /// The Kubernetes API.
+    #[cfg(feature = "kube")]
+    Kube(Box<super::kube::KubeBackend>),
+}
+
+impl Backend {
+    fn start(source: SourceMode, cluster: &TestCluster) -> Result<Self, ChaosError> {
+        match source {
+            SourceMode::Manifests => Ok(Self::Manifests),
+            #[cfg(feature = "kube")]
+            SourceMode::Kube => Ok(Self::Kube(Box::new(super::kube::KubeBackend::start(
+                cluster, 2,
+            )?))),
+            #[cfg(not(feature = "kube"))]
+            SourceMode::Kube => {
+                let _ = cluster;
+                Err(ChaosError::Kube(
+                    "this chaos binary was built without the `kube` feature".into(),
+                ))
+            }
+        }
+    }
+}
+
+/// Field order is teardown order: agents, echo servers, the API server, the cluster, the
+/// directory.
 #[derive(Debug)]
 pub struct Env {
     pub agents: Vec<AgentProcess>,
     _echo: Vec<EchoServer>,
+    pub backend: Backend,
     pub cluster: TestCluster,
     pub manifests: Manifests,
     pods: BTreeMap<String, Pod>,
@@ -161,7 +193,7 @@ fn ports(list: &[u16]) -> Value {
 
 impl Env {
     /// Builds the cluster, writes state A, starts the agents and waits until they applied it.
-    pub fn build(agent_bin: &Path) -> Result<Self, ChaosError> {
+    pub fn build(agent_bin: &Path, source: SourceMode) -> Result<Self, ChaosError> {
         crate::cleanup_stale();
         let dir =
             TempDir(std::env::temp_dir().join(format!("palisade-chaos-{}", std::process::id())));
@@ -170,62 +202,40 @@ impl Env {
             .nodes(2)
             .cni(CniMode::Bridge)
             .build()?;
+        let backend = Backend::start(source, &cluster)?;
         let manifests = Manifests::new(dir.0.join("manifests"))?;
-        manifests.put(
-            "ns-x",
-            &json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}}),
-        )?;
-        let mut pods = BTreeMap::new();
-        for (name, node, role) in PODS {
-            let pod = cluster.add_pod(node, "x", name, &[Port::tcp(80), Port::tcp(81)])?;
-            let labels = json!({"app": name, "role": role});
-            manifests.put(
-                &format!("pod-{name}"),
-                &pod_manifest(&pod, &node_name(node), &labels),
-            )?;
-            pods.insert(name.to_owned(), pod);
-        }
-        let mut echo = Vec::new();
-        for (server, echo_ports) in [("a", &[9000][..]), ("f", &[9000, 9001][..])] {
-            let pod = &pods[server];
-            let svc_ports: Vec<(u16, Proto, u16)> =
-                SERVICE_PORTS.iter().map(|p| (*p, Proto::Tcp, *p)).collect();
-            let svc = cluster.add_service("x", &format!("s-{server}"), &svc_ports, &[pod])?;
-            let ip = svc.cluster_ip(IpFamily::Ipv4).map(|ip| ip.to_string());
-            let spec_ports: Vec<Value> = SERVICE_PORTS
-                .iter()
-                .map(|p| json!({"port": p, "targetPort": p, "protocol": "TCP"}))
-                .collect();
-            manifests.put(&format!("svc-{server}"), &json!({
-                "apiVersion":"v1","kind":"Service","metadata":{"namespace":"x","name":format!("s-{server}")},
-                "spec":{"clusterIP": ip, "clusterIPs": [ip], "selector":{"app":server}, "ports": spec_ports}}))?;
-            for port in echo_ports {
-                echo.push(EchoServer::start(pod, *port)?);
-            }
-        }
-        manifests.put("np-servers-in", &policy("servers-in", json!({
-            "podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["a","f"]}]},
-            "ingress":[{"from":[{"podSelector":{"matchLabels":{"role":"client"}}}],"ports":ports(&[80, 9000])}]})))?;
-        manifests.put("np-clients-out", &policy("clients-out", json!({
-            "podSelector":{"matchLabels":{"role":"client"}}, "policyTypes":["Egress"],
-            "egress":[{"to":[{"podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["a","f"]}]}}],
-                       "ports":ports(&SERVICE_PORTS)}]})))?;
         let mut env = Env {
             agents: Vec::new(),
-            _echo: echo,
+            _echo: Vec::new(),
+            backend,
             cluster,
             manifests,
-            pods,
+            pods: BTreeMap::new(),
             state: PolicyState::A,
             revision: 0,
             agent_bin: agent_bin.to_owned(),
             dir,
         };
+        env.put(
+            "ns-x",
+            &json!({"apiVersion":"v1","kind":"Namespace","metadata":{"name":"x"}}),
+        )?;
+        env.add_pods()?;
+        env.add_services()?;
+        env.put("np-servers-in", &policy("servers-in", json!({
+            "podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["a","f"]}]},
+            "ingress":[{"from":[{"podSelector":{"matchLabels":{"role":"client"}}}],"ports":ports(&[80, 9000])}]})))?;
+        env.put("np-clients-out", &policy("clients-out", json!({
+            "podSelector":{"matchLabels":{"role":"client"}}, "policyTypes":["Egress"],
+            "egress":[{"to":[{"podSelector":{"matchExpressions":[{"key":"app","operator":"In","values":["a","f"]}]}}],
+                       "ports":ports(&SERVICE_PORTS)}]})))?;
         env.write_state(PolicyState::A, None)?;
         // Extra agent flags, for negative controls of the harness itself (`--audit` must show
         // denied attempts succeeding).
         let extra = std::env::var("PALISADE_CHAOS_AGENT_ARGS").unwrap_or_default();
-        let extra: Vec<&str> = extra.split_whitespace().collect();
+        let mut extra: Vec<&str> = extra.split_whitespace().collect();
+        let source_args = env.source_args();
+        extra.extend(source_args.iter().map(String::as_str));
         for n in 0..2 {
             let agent = AgentProcess::start_with(
                 &env.cluster,
@@ -245,6 +255,118 @@ impl Env {
         Ok(env)
     }
 
+    /// Writes a namespace or policy into the manifest directory and, with the API source,
+    /// through the API (with the manifest source, only the directory is read).
+    fn put(&mut self, file: &str, object: &Value) -> Result<(), ChaosError> {
+        self.manifests.put(file, object)?;
+        #[cfg(feature = "kube")]
+        if let Backend::Kube(k) = &mut self.backend {
+            match object["kind"].as_str() {
+                Some("Namespace") => {
+                    k.namespace(object["metadata"]["name"].as_str().unwrap_or(""))?
+                }
+                _ => k.policy(object)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The pods: wired by the CNI plugin, written as manifests (with the API source: created
+    /// and given their status through the API).
+    fn add_pods(&mut self) -> Result<(), ChaosError> {
+        for (name, node, role) in PODS {
+            let pod = self
+                .cluster
+                .add_pod(node, "x", name, &[Port::tcp(80), Port::tcp(81)])?;
+            let labels = json!({"app": name, "role": role});
+            self.manifests.put(
+                &format!("pod-{name}"),
+                &pod_manifest(&pod, &node_name(node), &labels),
+            )?;
+            #[cfg(feature = "kube")]
+            if let Backend::Kube(k) = &mut self.backend {
+                k.pod(&pod, &node_name(node), &[("app", name), ("role", role)])?;
+            }
+            self.pods.insert(name.to_owned(), pod);
+        }
+        Ok(())
+    }
+
+    /// Services s-a and s-f, and the echo servers behind them.
+    fn add_services(&mut self) -> Result<(), ChaosError> {
+        for (server, echo_ports) in [("a", &[9000][..]), ("f", &[9000, 9001][..])] {
+            let pod = &self.pods[server];
+            let name = format!("s-{server}");
+            let svc_ports: Vec<(u16, Proto, u16)> =
+                SERVICE_PORTS.iter().map(|p| (*p, Proto::Tcp, *p)).collect();
+            let svc = self.cluster.add_service("x", &name, &svc_ports, &[pod])?;
+            let ip = svc.cluster_ip(IpFamily::Ipv4).map(|ip| ip.to_string());
+            let spec_ports: Vec<Value> = SERVICE_PORTS
+                .iter()
+                .map(|p| json!({"port": p, "targetPort": p, "protocol": "TCP"}))
+                .collect();
+            self.manifests.put(&format!("svc-{server}"), &json!({
+                "apiVersion":"v1","kind":"Service","metadata":{"namespace":"x","name":name},
+                "spec":{"clusterIP": ip, "clusterIPs": [ip], "selector":{"app":server}, "ports": spec_ports}}))?;
+            #[cfg(feature = "kube")]
+            if let Backend::Kube(k) = &self.backend {
+                k.service(&name, &self.cluster, server, &SERVICE_PORTS)?;
+            }
+            for port in echo_ports {
+                self._echo.push(EchoServer::start(pod, *port)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The agent flags that select the source (none for the manifest directory, which
+    /// [`AgentProcess`] always passes).
+    fn source_args(&self) -> Vec<String> {
+        match &self.backend {
+            Backend::Manifests => Vec::new(),
+            #[cfg(feature = "kube")]
+            Backend::Kube(k) => k.agent_args(),
+        }
+    }
+
+    /// Stops the API server (scenario (c) with the API source).
+    pub fn stop_api(&mut self) -> Result<(), ChaosError> {
+        match &mut self.backend {
+            Backend::Manifests => Err(ChaosError::Kube("no API server to stop".into())),
+            #[cfg(feature = "kube")]
+            Backend::Kube(k) => {
+                k.stop_apiserver();
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts the API server again on the same port with the same etcd data; returns once it
+    /// is ready.
+    pub fn start_api(&mut self) -> Result<(), ChaosError> {
+        match &mut self.backend {
+            Backend::Manifests => Err(ChaosError::Kube("no API server to start".into())),
+            #[cfg(feature = "kube")]
+            Backend::Kube(k) => k.start_apiserver(),
+        }
+    }
+
+    /// Whether every agent's status shows the API source failing (it noticed the outage).
+    pub fn agents_see_api_down(&self) -> bool {
+        self.agents.iter().all(|a| {
+            a.status().is_some_and(|s| {
+                s["kube"]["resources"]
+                    .as_object()
+                    .is_some_and(|r| r.values().any(|h| h["failing"] == true))
+            })
+        })
+    }
+
+    /// Whether the cluster state goes through the API.
+    pub fn is_kube(&self) -> bool {
+        !matches!(self.backend, Backend::Manifests)
+    }
+
     pub fn pod(&self, name: &str) -> &Pod {
         &self.pods[name]
     }
@@ -262,7 +384,8 @@ impl Env {
     }
 
     /// Writes the flip policies of `state` into the manifest directory, or into `dir` (the
-    /// directory while it is moved away). Does not commit.
+    /// directory while it is moved away), or through the API (old policy deleted first). Does
+    /// not commit.
     pub fn write_state(
         &mut self,
         state: PolicyState,
@@ -293,6 +416,16 @@ impl Env {
                 ),
             ),
         };
+        #[cfg(feature = "kube")]
+        if let Backend::Kube(k) = &mut self.backend {
+            let old = match state {
+                PolicyState::A => "a-from-d",
+                PolicyState::B => "f-flip",
+            };
+            k.replace_policy(old, &object)?;
+            self.state = state;
+            return Ok(());
+        }
         crate::agent::write_atomic(&write, object.to_string().as_bytes())?;
         match std::fs::remove_file(&remove) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -319,11 +452,22 @@ impl Env {
         Ok(self.revision)
     }
 
-    /// Whether every agent's status shows `revision` applied with its pods attached.
+    /// Whether a status shows what was last written applied: the manifests' `revision`, or
+    /// every write through the API.
+    fn applied_in(&self, status: &Value, revision: u64) -> bool {
+        match &self.backend {
+            Backend::Manifests => status["applied_revision"].as_u64().unwrap_or(0) >= revision,
+            #[cfg(feature = "kube")]
+            Backend::Kube(k) => k.applied(status),
+        }
+    }
+
+    /// Whether every agent's status shows `revision` (with the API source: every write)
+    /// applied with its pods attached.
     pub fn applied(&self, revision: u64) -> bool {
         self.agents.iter().enumerate().all(|(n, agent)| {
             agent.status().is_some_and(|s| {
-                s["applied_revision"].as_u64().unwrap_or(0) >= revision
+                self.applied_in(&s, revision)
                     && self
                         .local(n)
                         .iter()
@@ -332,8 +476,12 @@ impl Env {
         })
     }
 
-    /// Waits until both agents applied `revision` with their pods attached.
+    /// Waits until both agents applied `revision` (with the API source: every write) with their
+    /// pods attached.
     pub fn wait_applied(&mut self, revision: u64) -> Result<(), ChaosError> {
+        if self.is_kube() {
+            return self.wait_applied_kube();
+        }
         for n in 0..self.agents.len() {
             let local = self.local(n);
             let agent = &mut self.agents[n];
@@ -347,6 +495,30 @@ impl Env {
                 })?;
         }
         Ok(())
+    }
+
+    /// [`Env::wait_applied`] for the API source: polls the statuses (and that the agents run).
+    fn wait_applied_kube(&mut self) -> Result<(), ChaosError> {
+        let deadline = std::time::Instant::now() + APPLY_TIMEOUT;
+        loop {
+            self.agents_alive()?;
+            if self.applied(0) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                let statuses: Vec<String> = self
+                    .agents
+                    .iter()
+                    .map(|a| a.status().map(|s| s.to_string()).unwrap_or_default())
+                    .collect();
+                return Err(ChaosError::Agent(format!(
+                    "the writes through the API were not applied within {APPLY_TIMEOUT:?}; statuses:\n{}\n{}",
+                    statuses.join("\n"),
+                    self.logs(30)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Whether both agents still run (a wait for an already applied revision).

@@ -5,9 +5,12 @@
 //! agents are down, and reports per scenario: established allowed connections broken, denied
 //! attempts that succeeded, allowed attempts that failed, and the time until a change made
 //! during the outage was enforced. Target 0/0/0. `cargo xtask chaos` builds and runs the
-//! `chaos` binary; see docs/reliability.md.
+//! `chaos` binary; see docs/reliability.md. With `--source kube` (feature `kube`) the agents
+//! watch a loopback API server instead, every object is written through it, and (c) stops it.
 
 pub mod env;
+#[cfg(feature = "kube")]
+pub mod kube;
 pub mod report;
 pub mod scenario;
 pub mod traffic;
@@ -30,8 +33,31 @@ pub enum ChaosError {
     Agent(String),
     #[error("{0}")]
     Io(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(String),
     #[error("interrupted")]
     Interrupted,
+}
+
+/// Where the agents read the cluster from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// A manifest directory; (c) moves it away.
+    #[default]
+    Manifests,
+    /// A loopback kube-apiserver; (c) stops it.
+    Kube,
+}
+
+impl SourceMode {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "manifests" => Some(Self::Manifests),
+            "kube" => Some(Self::Kube),
+            _ => None,
+        }
+    }
 }
 
 impl From<crate::agent::AgentError> for ChaosError {
@@ -53,6 +79,7 @@ pub struct Options {
     /// Traffic after recovery.
     pub settle: Duration,
     pub agent_bin: PathBuf,
+    pub source: SourceMode,
 }
 
 impl Options {
@@ -65,6 +92,7 @@ impl Options {
             source_outage: Duration::from_secs(30),
             settle: Duration::from_secs(4),
             agent_bin,
+            source: SourceMode::Manifests,
         }
     }
 
@@ -84,7 +112,7 @@ impl Options {
 /// counts. Stops early (with the report so far) when `interrupted` is set.
 pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, ChaosError> {
     let began = Instant::now();
-    let mut env = env::Env::build(&opts.agent_bin)?;
+    let mut env = env::Env::build(&opts.agent_bin, opts.source)?;
     let mut traffic = traffic::Traffic::start(&env)?;
     traffic.start_attempts(&env);
     let mut runs = Vec::new();
@@ -108,7 +136,12 @@ pub fn run(opts: &Options, interrupted: &AtomicBool) -> Result<Report, ChaosErro
     if scenarios.iter().any(|s| !s.passed) || failure.is_some() {
         println!("chaos: agent logs (tail):\n{}", env.logs(15));
     }
-    let report = Report::new(scenarios, &traffic, began.elapsed().as_secs_f64());
+    let report = Report::new(
+        scenarios,
+        &traffic,
+        began.elapsed().as_secs_f64(),
+        opts.source,
+    );
     match failure {
         Some(ChaosError::Interrupted) | None => Ok(report),
         Some(e) => {

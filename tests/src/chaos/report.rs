@@ -201,6 +201,8 @@ pub struct Report {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct Summary {
+    /// Where the agents read the cluster from.
+    pub source: super::SourceMode,
     pub scenarios: usize,
     pub passed: usize,
     pub failed: usize,
@@ -218,10 +220,16 @@ pub struct Pairs {
 }
 
 impl Report {
-    pub fn new(scenarios: Vec<ScenarioReport>, traffic: &Traffic, seconds: f64) -> Self {
+    pub fn new(
+        scenarios: Vec<ScenarioReport>,
+        traffic: &Traffic,
+        seconds: f64,
+        source: super::SourceMode,
+    ) -> Self {
         let faults: Vec<&ScenarioReport> = scenarios.iter().filter(|s| s.id != "-").collect();
         let passed = faults.iter().filter(|s| s.passed).count();
         let summary = Summary {
+            source,
             scenarios: faults.len(),
             passed,
             failed: faults.len() - passed,
@@ -292,8 +300,8 @@ impl Report {
         }
         let t = &self.summary;
         out.push_str(&format!(
-            "chaos: {}/{} scenarios passed in {:.0} s; broken {} / denied succeeded {} / allowed failed {} (target 0/0/0)",
-            t.passed, t.scenarios, t.seconds, t.established_broken, t.denied_succeeded, t.allowed_failed
+            "chaos ({:?} source): {}/{} scenarios passed in {:.0} s; broken {} / denied succeeded {} / allowed failed {} (target 0/0/0)",
+            t.source, t.passed, t.scenarios, t.seconds, t.established_broken, t.denied_succeeded, t.allowed_failed
         ));
         out
     }

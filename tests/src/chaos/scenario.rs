@@ -177,6 +177,72 @@ fn restart_agents(env: &mut Env) -> Result<(), ChaosError> {
     Ok(())
 }
 
+/// Records an agent that exited while its source was away.
+fn check_alive(env: &mut Env, run: &mut Run) {
+    if let Err(e) = env.agents_alive() {
+        run.agent_exited = true;
+        run.error = Some(format!(
+            "an agent exited while its source was unavailable: {e}"
+        ));
+    }
+}
+
+/// (c), manifest source: the directory is moved away, the change is written into the moved
+/// directory at mid-outage, and the directory comes back. False if interrupted.
+fn dir_outage(
+    env: &mut Env,
+    run: &mut Run,
+    opts: &Options,
+    interrupted: &AtomicBool,
+) -> Result<bool, ChaosError> {
+    let dir = env.manifests.dir().to_owned();
+    let away: PathBuf = dir.with_extension("away");
+    std::fs::rename(&dir, &away)
+        .map_err(|e| ChaosError::Io(format!("moving {} away: {e}", dir.display())))?;
+    run.fault_at = Some(Instant::now());
+    let ok = pause(opts.source_outage / 2, interrupted);
+    env.write_state(run.to_state, Some(&away))?;
+    run.change_at = Some(Instant::now());
+    let ok = ok && pause(opts.source_outage / 2, interrupted);
+    check_alive(env, run);
+    std::fs::rename(&away, &dir)
+        .map_err(|e| ChaosError::Io(format!("restoring {}: {e}", dir.display())))?;
+    run.recovery_at = Some(Instant::now());
+    env.commit()?;
+    Ok(ok)
+}
+
+/// (c), API source: the API server is stopped for the outage and started again on the same
+/// port with the same etcd data; nobody can write while it is down, so the change is written
+/// through it as soon as it is back, and its enforcement is timed from the API's return.
+/// False if interrupted.
+fn api_outage(
+    env: &mut Env,
+    run: &mut Run,
+    opts: &Options,
+    interrupted: &AtomicBool,
+) -> Result<bool, ChaosError> {
+    run.fault_at = Some(Instant::now());
+    env.stop_api()?;
+    let ok = pause(
+        opts.source_outage
+            .saturating_sub(run.fault_at.map_or(Duration::ZERO, |f| f.elapsed())),
+        interrupted,
+    );
+    check_alive(env, run);
+    if !env.agents_see_api_down() {
+        // The agents must have noticed, or the outage was not one for them.
+        run.error.get_or_insert_with(|| {
+            "an agent's status did not show the API source failing during the outage".into()
+        });
+    }
+    env.start_api()?;
+    run.recovery_at = Some(Instant::now());
+    env.write_state(run.to_state, None)?;
+    run.change_at = Some(Instant::now());
+    Ok(ok)
+}
+
 /// Runs one scenario. Errors that leave the environment unusable are returned; the rest are
 /// recorded in the run.
 pub fn run(
@@ -232,25 +298,11 @@ pub fn run(
             }
         }
         Kind::SourceOutage => {
-            let dir = env.manifests.dir().to_owned();
-            let away: PathBuf = dir.with_extension("away");
-            std::fs::rename(&dir, &away)
-                .map_err(|e| ChaosError::Io(format!("moving {} away: {e}", dir.display())))?;
-            run.fault_at = Some(Instant::now());
-            let ok = pause(opts.source_outage / 2, interrupted);
-            env.write_state(run.to_state, Some(&away))?;
-            run.change_at = Some(Instant::now());
-            let ok = ok && pause(opts.source_outage / 2, interrupted);
-            if let Err(e) = env.agents_alive() {
-                run.agent_exited = true;
-                run.error = Some(format!(
-                    "an agent exited while its source was unavailable: {e}"
-                ));
-            }
-            std::fs::rename(&away, &dir)
-                .map_err(|e| ChaosError::Io(format!("restoring {}: {e}", dir.display())))?;
-            run.recovery_at = Some(Instant::now());
-            env.commit()?;
+            let ok = if env.is_kube() {
+                api_outage(env, &mut run, opts, interrupted)?
+            } else {
+                dir_outage(env, &mut run, opts, interrupted)?
+            };
             if !ok {
                 return Err(ChaosError::Interrupted);
             }

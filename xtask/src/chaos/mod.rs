@@ -20,9 +20,14 @@ pub struct Args {
     /// Short phases (CI smoke run); the source outage becomes 4 s unless given.
     #[arg(long)]
     quick: bool,
-    /// How long the manifest directory stays unavailable in (c).
+    /// How long the policy source stays unavailable in (c).
     #[arg(long, value_name = "SECS")]
     source_outage_secs: Option<f64>,
+    /// Where the agents read the cluster: `manifests` (a directory; (c) moves it away) or
+    /// `kube` (a loopback kube-apiserver from `cargo xtask k8s up`'s binaries; every object is
+    /// written through it and (c) stops it).
+    #[arg(long, default_value = "manifests", value_parser = ["manifests", "kube"])]
+    source: String,
     /// Write the JSON report here (default target/chaos-report.json).
     #[arg(long, value_name = "OUT.json")]
     report: Option<PathBuf>,
@@ -37,6 +42,9 @@ impl Args {
         if let Some(s) = self.source_outage_secs {
             out.extend(["--source-outage-secs".to_owned(), s.to_string()]);
         }
+        if self.source != "manifests" {
+            out.extend(["--source".to_owned(), self.source.clone()]);
+        }
         let report = self.report.clone().unwrap_or(default_report);
         out.extend(["--report".to_owned(), report.display().to_string()]);
         out
@@ -45,6 +53,11 @@ impl Args {
 
 /// Builds the agent, the probe and the chaos binary with `profile` (`release` or `dev`).
 pub fn build(root: &std::path::Path, release: bool) -> anyhow::Result<()> {
+    build_with(root, release, false)
+}
+
+/// [`build`]; with `kube`, the harness with its API client (feature `palisade-tests/kube`).
+pub fn build_with(root: &std::path::Path, release: bool, kube: bool) -> anyhow::Result<()> {
     let mut c = Command::new("cargo");
     c.current_dir(root).arg("build");
     if release {
@@ -62,6 +75,9 @@ pub fn build(root: &std::path::Path, release: bool) -> anyhow::Result<()> {
         "--bin",
         "probe",
     ]);
+    if kube {
+        c.args(["--features", "palisade-tests/kube"]);
+    }
     cmd::run(&mut c)
 }
 
@@ -81,7 +97,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
         );
     }
     let root = cmd::workspace_root();
-    build(&root, true)?;
+    build_with(&root, true, args.source == "kube")?;
     let bin = profile_dir(&root, "release").join("chaos");
     let default_report = root.join("target/chaos-report.json");
     cmd::run(Command::new(bin).args(args.argv(default_report)))
@@ -111,6 +127,15 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         args: Args,
+    }
+
+    #[test]
+    fn source_passes_through() {
+        let cli = Cli::parse_from(["x", "--source", "kube", "--scenarios", "c"]);
+        assert_eq!(
+            cli.args.argv(PathBuf::from("r.json")).join(" "),
+            "--scenarios c --source kube --report r.json"
+        );
     }
 
     #[test]
