@@ -1,6 +1,7 @@
 //! Property tests: lookups in the compiled structures agree with the reference evaluator on
-//! every address pair, protocol and port of random clusters; incremental compilation equals a
-//! full recompile. Cases per property: `PROPTEST_CASES` (default 256).
+//! every address pair, protocol and port of random clusters (NetworkPolicies and
+//! ClusterNetworkPolicies of both tiers); incremental compilation equals a full recompile. Cases
+//! per property: `PROPTEST_CASES` (default 256).
 mod policy_gen;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,8 +9,8 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use palisade::compiler::{
-    compile, verdict, CompileOptions, CompiledOutput, Compiler, IdentityKey, Peer, PortPrefix,
-    RuleRef,
+    compile, verdict, Action, CompileOptions, CompiledOutput, Compiler, IdentityKey, Peer,
+    PortPrefix, RuleRef, Tier,
 };
 use palisade::model::{Model, ObjectKey, Protocol};
 use palisade::reference::{self, ReferenceOptions};
@@ -58,14 +59,14 @@ fn agree(
     Ok(())
 }
 
-/// An allow entry with identities and rule ids replaced by what they stand for.
+/// An entry with identities and rule ids replaced by what they stand for (rule id 0: none).
 type NormalEntry = (
     Option<IdentityKey>,
     Option<Protocol>,
     Option<PortPrefix>,
-    RuleRef,
+    (Action, Tier, Option<RuleRef>),
 );
-type NormalSide = (bool, Vec<ObjectKey>, BTreeSet<NormalEntry>);
+type NormalSide = (bool, Vec<ObjectKey>, Vec<String>, BTreeSet<NormalEntry>);
 
 /// The output with allocation-dependent numbers replaced by keys, for comparing two compiles.
 #[derive(Debug, PartialEq)]
@@ -87,9 +88,16 @@ fn normalize(out: &CompiledOutput) -> Normal {
                 Peer::Any => None,
                 Peer::Identity(id) => Some(key(id)),
             };
-            (peer, k.protocol, k.ports, out.rules[&v.rule_id].clone())
+            let rule = (v.rule_id != 0).then(|| out.rules[&v.rule_id].clone());
+            (peer, k.protocol, k.ports, (v.action, v.tier, rule))
         });
-        (d.isolated, d.isolated_by.clone(), entries.collect())
+        let clusters = d.cluster_policies.clone();
+        (
+            d.isolated,
+            d.isolated_by.clone(),
+            clusters,
+            entries.collect(),
+        )
     };
     let mut problems: Vec<String> = out.problems.iter().map(ToString::to_string).collect();
     problems.sort();

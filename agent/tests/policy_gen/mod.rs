@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use palisade::model::{
+    ClusterEgressRule, ClusterIngressRule, ClusterNetworkPolicy, ClusterNetworkPolicySpec,
+    ClusterPolicyPeer, ClusterPolicyProtocol, ClusterPolicySubject, ClusterPort, ClusterPortRange,
     ContainerPort, EgressRule, IngressRule, IntOrString, IpBlock, LabelSelector,
-    LabelSelectorRequirement, Labels, Model, ModelChange, Namespace, NetworkPolicy,
-    NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, Node, Pod, Protocol,
+    LabelSelectorRequirement, Labels, Model, ModelChange, Namespace, NamespacedPod, NetworkPolicy,
+    NetworkPolicyPeer, NetworkPolicyPort, NetworkPolicySpec, Node, Pod, Protocol, ProtocolMatch,
 };
 use proptest::collection::vec;
 use proptest::option;
@@ -278,31 +280,162 @@ fn pod(i: usize, spec: &PodSpec) -> Pod {
     }
 }
 
-/// A random cluster: namespaces, 1..8 pods, two nodes, 0..5 policies.
+fn node_labels() -> impl Strategy<Value = Labels> {
+    labels(&[("role", &["infra", "edge"])])
+}
+
+fn boxed_node_labels() -> BoxedStrategy<Labels> {
+    node_labels().boxed()
+}
+
+fn node(n: usize, labels: Labels) -> Node {
+    Node {
+        name: format!("node-{n}"),
+        addresses: vec![format!("192.168.0.{}", n + 1).parse().unwrap()],
+        labels,
+    }
+}
+
+fn namespaced_pod() -> impl Strategy<Value = NamespacedPod> {
+    (selector(boxed_ns_labels), selector(boxed_pod_labels)).prop_map(|(n, p)| NamespacedPod {
+        namespace_selector: n,
+        pod_selector: p,
+    })
+}
+
+/// A ClusterNetworkPolicy peer; `egress` adds networks and nodes. Now and then one the API would
+/// reject (no field set), which must fail closed the same way in both evaluators.
+fn cluster_peer(egress: bool) -> BoxedStrategy<ClusterPolicyPeer> {
+    let common = prop_oneof![
+        4 => selector(boxed_ns_labels).prop_map(|s| ClusterPolicyPeer { namespaces: Some(s), ..Default::default() }),
+        4 => namespaced_pod().prop_map(|p| ClusterPolicyPeer { pods: Some(p), ..Default::default() }),
+        1 => Just(ClusterPolicyPeer::default()),
+    ];
+    if !egress {
+        return common.boxed();
+    }
+    prop_oneof![
+        6 => common,
+        2 => vec(proptest::sample::select(CIDRS.to_vec()), 1..3).prop_map(|n| ClusterPolicyPeer {
+            networks: Some(n.into_iter().map(str::to_owned).collect()),
+            ..Default::default()
+        }),
+        1 => selector(boxed_node_labels).prop_map(|s| ClusterPolicyPeer { nodes: Some(s), ..Default::default() }),
+    ]
+    .boxed()
+}
+
+fn cluster_protocol() -> impl Strategy<Value = ClusterPolicyProtocol> {
+    let port = prop_oneof![
+        1 => Just(None),
+        3 => proptest::sample::select(PORTS.to_vec()).prop_map(|p| Some(ClusterPort { number: Some(i64::from(p)), range: None })),
+        2 => (proptest::sample::select(PORTS.to_vec()), 0i64..8000).prop_map(|(p, d)| Some(ClusterPort {
+            number: None,
+            range: Some(ClusterPortRange { start: i64::from(p), end: i64::from(p) + d }),
+        })),
+    ];
+    prop_oneof![
+        5 => (0..3usize, port).prop_map(|(which, destination_port)| {
+            let m = Some(ProtocolMatch { destination_port });
+            match which {
+                0 => ClusterPolicyProtocol { tcp: m, ..Default::default() },
+                1 => ClusterPolicyProtocol { udp: m, ..Default::default() },
+                _ => ClusterPolicyProtocol { sctp: m, ..Default::default() },
+            }
+        }),
+        2 => proptest::sample::select(vec!["http", "dns", "alt", "nope"]).prop_map(|n| ClusterPolicyProtocol {
+            destination_named_port: Some(n.to_owned()),
+            ..Default::default()
+        }),
+    ]
+}
+
+fn action() -> impl Strategy<Value = String> {
+    prop_oneof![4 => Just("Accept"), 4 => Just("Deny"), 3 => Just("Pass"), 1 => Just("Drop")]
+        .prop_map(str::to_owned)
+}
+
+fn cluster_protocols() -> impl Strategy<Value = Option<Vec<ClusterPolicyProtocol>>> {
+    prop_oneof![2 => Just(None), 3 => vec(cluster_protocol(), 1..3).prop_map(Some)]
+}
+
+fn cluster_policy() -> impl Strategy<Value = ClusterNetworkPolicy> {
+    let subject = prop_oneof![
+        selector(boxed_ns_labels).prop_map(|s| ClusterPolicySubject {
+            namespaces: Some(s),
+            pods: None
+        }),
+        namespaced_pod().prop_map(|p| ClusterPolicySubject {
+            namespaces: None,
+            pods: Some(p)
+        }),
+    ];
+    let ingress = option::of(vec(
+        (
+            action(),
+            vec(cluster_peer(false), 0..3),
+            cluster_protocols(),
+        )
+            .prop_map(|(action, from, protocols)| ClusterIngressRule {
+                name: None,
+                action,
+                from: Some(from),
+                protocols,
+            }),
+        0..3,
+    ));
+    let egress = option::of(vec(
+        (action(), vec(cluster_peer(true), 1..3), cluster_protocols()).prop_map(
+            |(action, to, protocols)| ClusterEgressRule {
+                name: Some("r".to_owned()),
+                action,
+                to: Some(to),
+                protocols,
+            },
+        ),
+        0..3,
+    ));
+    let tier = prop_oneof![Just("Admin"), Just("Baseline")];
+    (0..4u32, tier, 0..3i64, subject, ingress, egress).prop_map(
+        |(n, tier, priority, subject, ingress, egress)| ClusterNetworkPolicy {
+            name: format!("c{n}"),
+            spec: ClusterNetworkPolicySpec {
+                tier: tier.to_owned(),
+                priority,
+                subject,
+                ingress,
+                egress,
+            },
+        },
+    )
+}
+
+/// A random cluster: namespaces, 1..8 pods, two labelled nodes, 0..5 policies and 0..4
+/// ClusterNetworkPolicies.
 pub fn cluster() -> impl Strategy<Value = Model> {
     (
         vec(ns_labels(), 3),
         vec(pod_spec(), 1..8),
         vec(policy(), 0..5),
+        vec(node_labels(), 2),
+        vec(cluster_policy(), 0..4),
     )
-        .prop_map(|(ns_labels, pods, policies)| {
+        .prop_map(|(ns_labels, pods, policies, node_labels, clusters)| {
             let mut model = Model::new();
             for (name, labels) in NAMESPACES.iter().zip(ns_labels) {
                 model.apply(ModelChange::UpsertNamespace(Namespace::new(*name, labels)));
             }
-            for n in 0..2 {
-                let addresses = vec![format!("192.168.0.{}", n + 1).parse().unwrap()];
-                model.apply(ModelChange::UpsertNode(Node {
-                    name: format!("node-{n}"),
-                    addresses,
-                    labels: Default::default(),
-                }));
+            for (n, labels) in node_labels.into_iter().enumerate() {
+                model.apply(ModelChange::UpsertNode(node(n, labels)));
             }
             for (i, spec) in pods.iter().enumerate() {
                 model.apply(ModelChange::UpsertPod(pod(i, spec)));
             }
             for p in policies {
                 model.apply(ModelChange::UpsertPolicy(p));
+            }
+            for c in clusters {
+                model.apply(ModelChange::UpsertClusterPolicy(c));
             }
             model
         })
@@ -316,6 +449,9 @@ pub fn change() -> impl Strategy<Value = ModelChange> {
         4 => (0..3usize, ns_labels()).prop_map(|(ns, labels)| ModelChange::UpsertNamespace(Namespace::new(NAMESPACES[ns], labels))),
         3 => policy().prop_map(ModelChange::UpsertPolicy),
         1 => (0..3usize, 0..6u32).prop_map(|(ns, n)| ModelChange::DeletePolicy(palisade::model::ObjectKey::new(NAMESPACES[ns], format!("p{n}")))),
+        3 => cluster_policy().prop_map(ModelChange::UpsertClusterPolicy),
+        1 => (0..4u32).prop_map(|n| ModelChange::DeleteClusterPolicy(format!("c{n}"))),
+        1 => (0..2usize, node_labels()).prop_map(|(n, labels)| ModelChange::UpsertNode(node(n, labels))),
     ]
 }
 
