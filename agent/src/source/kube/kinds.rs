@@ -34,6 +34,9 @@ pub enum ResourceKind {
     Pods,
     Services,
     NetworkPolicies,
+    /// Optional (a CRD): not in [`ResourceKind::ALL`], watched only once the API server serves
+    /// it (`cluster_policy.rs`).
+    ClusterNetworkPolicies,
 }
 
 impl ResourceKind {
@@ -50,6 +53,7 @@ impl ResourceKind {
             Self::Pods => "pods",
             Self::Services => "services",
             Self::NetworkPolicies => "networkpolicies",
+            Self::ClusterNetworkPolicies => "clusternetworkpolicies",
         }
     }
 
@@ -64,6 +68,11 @@ impl ResourceKind {
             Self::Pods => model.pods.keys().cloned().collect(),
             Self::Services => model.services.keys().cloned().collect(),
             Self::NetworkPolicies => model.policies.keys().cloned().collect(),
+            Self::ClusterNetworkPolicies => model
+                .cluster_policies
+                .keys()
+                .map(|n| ObjectKey::new("", n))
+                .collect(),
         }
     }
 
@@ -76,6 +85,7 @@ impl ResourceKind {
             Self::Pods => model.pods.remove(key).is_some(),
             Self::Services => model.services.remove(key).is_some(),
             Self::NetworkPolicies => model.policies.remove(key).is_some(),
+            Self::ClusterNetworkPolicies => model.cluster_policies.remove(&key.name).is_some(),
         }
     }
 }

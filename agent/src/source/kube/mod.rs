@@ -10,6 +10,7 @@
 //! whether it is synced, its last error, and how often it reconnected and relisted.
 
 mod backoff;
+mod cluster_policy;
 mod events;
 mod kinds;
 mod slim;
@@ -204,12 +205,16 @@ fn run_thread(
                 None => futures::future::pending().await,
             }
         };
-        let all = futures::future::join5(
-            watch::run::<Namespace>(client.clone(), shared.clone(), opts.clone()),
-            watch::run::<SlimPod>(client.clone(), shared.clone(), opts.clone()),
-            watch::run::<Service>(client.clone(), shared.clone(), opts.clone()),
-            watch::run::<NetworkPolicy>(client.clone(), shared.clone(), opts),
-            events,
+        let all = futures::future::join(
+            futures::future::join5(
+                watch::run::<Namespace>(client.clone(), shared.clone(), opts.clone()),
+                watch::run::<SlimPod>(client.clone(), shared.clone(), opts.clone()),
+                watch::run::<Service>(client.clone(), shared.clone(), opts.clone()),
+                watch::run::<NetworkPolicy>(client.clone(), shared.clone(), opts.clone()),
+                events,
+            ),
+            // Optional: starts once the API server serves the kind.
+            cluster_policy::run(client.clone(), shared.clone(), opts),
         );
         tokio::select! {
             _ = all => tracing::warn!("watchers ended"),
