@@ -69,6 +69,42 @@ pub(super) fn first_match(
     protocol: Protocol,
     port: u16,
 ) -> Option<ClusterMatch> {
+    let conn = (peer_ip, peer_pod, protocol, port);
+    matches_in_order(model, tier, pod, egress, conn).next()
+}
+
+/// Every rule of `tier` that matches the connection, in evaluation order (the first one is the
+/// one that decides; `explain` lists the others as not reached). `peer_pod` is the peer's
+/// endpoint pod, if the peer address is one ([`super::endpoint_with_ip`]).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one connection's worth of facts, spelled out"
+)]
+pub fn tier_matches(
+    model: &Model,
+    tier: ClusterTier,
+    pod: &Pod,
+    egress: bool,
+    peer_ip: IpAddr,
+    peer_pod: Option<&Pod>,
+    protocol: Protocol,
+    port: u16,
+) -> Vec<ClusterMatch> {
+    let conn = (peer_ip, peer_pod, protocol, port);
+    matches_in_order(model, tier, pod, egress, conn).collect()
+}
+
+/// The peer address, peer pod, protocol and destination port of one connection.
+type ConnFacts<'a> = (IpAddr, Option<&'a Pod>, Protocol, u16);
+
+/// The matching rules of `tier`, lazily, in evaluation order.
+fn matches_in_order<'a>(
+    model: &'a Model,
+    tier: ClusterTier,
+    pod: &'a Pod,
+    egress: bool,
+    (peer_ip, peer_pod, protocol, port): ConnFacts<'a>,
+) -> impl Iterator<Item = ClusterMatch> + 'a {
     let mut policies: Vec<&ClusterNetworkPolicy> = model
         .cluster_policies
         .values()
@@ -77,13 +113,11 @@ pub(super) fn first_match(
         .collect();
     policies.sort_by(|a, b| (a.spec.priority, &a.name).cmp(&(b.spec.priority, &b.name)));
     let dest = if egress { peer_pod } else { Some(pod) };
-    for policy in policies {
-        for (index, rule) in policy.rules(egress).into_iter().enumerate() {
-            let Some(action) = rule_matches(model, &rule, peer_ip, peer_pod, dest, protocol, port)
-            else {
-                continue;
-            };
-            return Some(ClusterMatch {
+    policies.into_iter().flat_map(move |policy| {
+        let rules = policy.rules(egress).into_iter().enumerate();
+        rules.filter_map(move |(index, rule)| {
+            let action = rule_matches(model, &rule, peer_ip, peer_pod, dest, protocol, port)?;
+            Some(ClusterMatch {
                 tier,
                 policy: policy.name.clone(),
                 priority: policy.spec.priority,
@@ -91,10 +125,9 @@ pub(super) fn first_match(
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 rule_name: rule.name.map(str::to_owned),
                 action,
-            });
-        }
-    }
-    None
+            })
+        })
+    })
 }
 
 /// "Subject defines the pods to which this ClusterNetworkPolicy applies. Exactly one field must

@@ -18,7 +18,7 @@ use crate::model::{
 
 mod cluster;
 
-pub use cluster::{ClusterAction, ClusterMatch, ClusterTier};
+pub use cluster::{tier_matches, ClusterAction, ClusterMatch, ClusterTier};
 
 /// Options that match the compiler's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
