@@ -183,164 +183,47 @@ fn join(parts: &[&str]) -> String {
 }
 
 #[test]
+#[rustfmt::skip]
 fn admin_deny_pass_networkpolicy_and_baseline() {
     let all = join(&[ADMIN_DENY_Y, ADMIN_PASS_A, NP_A_FROM_B, BASELINE_DENY]);
     let rows: Vec<Row<'_>> = vec![
         // Admin Deny decides before anything else.
-        (
-            join(&[ADMIN_DENY_Y]),
-            "y/c",
-            "x/a",
-            TCP,
-            80,
-            false,
-            "default | admin:admin-deny-y[0]:Deny",
-        ),
-        (
-            join(&[ADMIN_DENY_Y]),
-            "x/b",
-            "x/a",
-            TCP,
-            80,
-            true,
-            "default | default",
-        ),
+        (join(&[ADMIN_DENY_Y]), "y/c", "x/a", TCP, 80, false, "default | admin:admin-deny-y[0]:Deny"),
+        (join(&[ADMIN_DENY_Y]), "x/b", "x/a", TCP, 80, true, "default | default"),
         // A Pass at priority 5 comes before the Deny at 10 and hands over to NetworkPolicy,
         // which does not isolate x/b: the Baseline tier would be next, and there is none.
-        (
-            join(&[ADMIN_DENY_Y, ADMIN_PASS_A]),
-            "y/a",
-            "x/b",
-            TCP,
-            80,
-            true,
-            "default | default",
-        ),
-        (
-            join(&[ADMIN_DENY_Y, ADMIN_PASS_A]),
-            "y/c",
-            "x/b",
-            TCP,
-            80,
-            false,
-            "default | admin:admin-deny-y[0]:Deny",
-        ),
+        (join(&[ADMIN_DENY_Y, ADMIN_PASS_A]), "y/a", "x/b", TCP, 80, true, "default | default"),
+        (join(&[ADMIN_DENY_Y, ADMIN_PASS_A]), "y/c", "x/b", TCP, 80, false, "default | admin:admin-deny-y[0]:Deny"),
         // Passed to NetworkPolicy, which isolates x/a and allows only x/b on 80.
-        (
-            all.clone(),
-            "y/a",
-            "x/a",
-            TCP,
-            80,
-            false,
-            "default | np-isolated",
-        ),
-        (
-            all.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            80,
-            true,
-            "default | np:x/a-from-b[0]",
-        ),
-        (
-            all.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            81,
-            false,
-            "default | np-isolated",
-        ),
+        (all.clone(), "y/a", "x/a", TCP, 80, false, "default | np-isolated"),
+        (all.clone(), "x/b", "x/a", TCP, 80, true, "default | np:x/a-from-b[0]"),
+        (all.clone(), "x/b", "x/a", TCP, 81, false, "default | np-isolated"),
         // Not isolated by NetworkPolicy: the Baseline default deny decides.
-        (
-            all.clone(),
-            "x/a",
-            "y/a",
-            TCP,
-            80,
-            false,
-            "default | baseline:baseline-deny[0]:Deny",
-        ),
-        (
-            all.clone(),
-            "y/a",
-            "y/c",
-            UDP,
-            53,
-            false,
-            "default | baseline:baseline-deny[0]:Deny",
-        ),
+        (all.clone(), "x/a", "y/a", TCP, 80, false, "default | baseline:baseline-deny[0]:Deny"),
+        (all.clone(), "y/a", "y/c", UDP, 53, false, "default | baseline:baseline-deny[0]:Deny"),
         // Node traffic is allowed before any tier.
-        (
-            all.clone(),
-            "192.168.1.1",
-            "y/a",
-            TCP,
-            80,
-            true,
-            "none | node",
-        ),
+        (all.clone(), "192.168.1.1", "y/a", TCP, 80, true, "none | node"),
         // A non-pod peer is not in any namespace: the Baseline rule does not match it.
-        (
-            all.clone(),
-            "8.8.8.8",
-            "y/a",
-            TCP,
-            80,
-            true,
-            "none | default",
-        ),
+        (all.clone(), "8.8.8.8", "y/a", TCP, 80, true, "none | default"),
     ];
     run(&rows);
 }
 
 #[test]
+#[rustfmt::skip]
 fn admin_accept_overrides_networkpolicy_isolation() {
     let p = join(&[ADMIN_ACCEPT_C, NP_A_FROM_B]);
     let rows: Vec<Row<'_>> = vec![
-        (
-            p.clone(),
-            "y/c",
-            "x/a",
-            TCP,
-            8080,
-            true,
-            "default | admin:admin-accept-c[0]:Accept",
-        ),
-        (
-            p.clone(),
-            "y/c",
-            "x/a",
-            TCP,
-            80,
-            false,
-            "default | np-isolated",
-        ),
-        (
-            p.clone(),
-            "y/c",
-            "x/a",
-            UDP,
-            8080,
-            false,
-            "default | np-isolated",
-        ),
-        (
-            p.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            80,
-            true,
-            "default | np:x/a-from-b[0]",
-        ),
+        (p.clone(), "y/c", "x/a", TCP, 8080, true, "default | admin:admin-accept-c[0]:Accept"),
+        (p.clone(), "y/c", "x/a", TCP, 80, false, "default | np-isolated"),
+        (p.clone(), "y/c", "x/a", UDP, 8080, false, "default | np-isolated"),
+        (p.clone(), "x/b", "x/a", TCP, 80, true, "default | np:x/a-from-b[0]"),
     ];
     run(&rows);
 }
 
 #[test]
+#[rustfmt::skip]
 fn priorities_rule_order_and_ties() {
     let subject = "{namespaces: {matchLabels: {team: red}}}";
     let from_y = "[{namespaces: {matchLabels: {team: blue}}}]";
@@ -369,56 +252,17 @@ fn priorities_rule_order_and_ties() {
          {action: Deny, from: [{namespaces: {matchLabels: {team: blue}}}]}]",
     );
     let rows: Vec<Row<'_>> = vec![
-        (
-            low_deny,
-            "y/a",
-            "x/b",
-            TCP,
-            80,
-            false,
-            "default | admin:p-deny[0]:Deny",
-        ),
-        (
-            low_accept,
-            "y/a",
-            "x/b",
-            TCP,
-            80,
-            true,
-            "default | admin:p-accept[0]:Accept",
-        ),
-        (
-            tie,
-            "y/a",
-            "x/b",
-            TCP,
-            80,
-            true,
-            "default | admin:a-accept[0]:Accept",
-        ),
-        (
-            ordered.clone(),
-            "y/a",
-            "x/b",
-            TCP,
-            80,
-            true,
-            "default | admin:ordered[0]:Accept",
-        ),
-        (
-            ordered,
-            "y/c",
-            "x/b",
-            TCP,
-            80,
-            false,
-            "default | admin:ordered[1]:Deny",
-        ),
+        (low_deny, "y/a", "x/b", TCP, 80, false, "default | admin:p-deny[0]:Deny"),
+        (low_accept, "y/a", "x/b", TCP, 80, true, "default | admin:p-accept[0]:Accept"),
+        (tie, "y/a", "x/b", TCP, 80, true, "default | admin:a-accept[0]:Accept"),
+        (ordered.clone(), "y/a", "x/b", TCP, 80, true, "default | admin:ordered[0]:Accept"),
+        (ordered, "y/c", "x/b", TCP, 80, false, "default | admin:ordered[1]:Deny"),
     ];
     run(&rows);
 }
 
 #[test]
+#[rustfmt::skip]
 fn ports_ranges_and_named_ports() {
     let subject = "{namespaces: {}}";
     let range = cnp(
@@ -446,114 +290,27 @@ fn ports_ranges_and_named_ports() {
         "[{action: Deny, from: [{namespaces: {}}], protocols: [{sctp: {destinationPort: {number: 80}}}, {udp: {}}]}]",
     );
     let rows: Vec<Row<'_>> = vec![
-        (
-            range.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            8000,
-            false,
-            "default | admin:range[0]:Deny",
-        ),
-        (
-            range.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            8500,
-            false,
-            "default | admin:range[0]:Deny",
-        ),
-        (
-            range.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            9000,
-            false,
-            "default | admin:range[0]:Deny",
-        ),
-        (
-            range.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            9001,
-            true,
-            "default | default",
-        ),
-        (
-            range.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            7999,
-            true,
-            "default | default",
-        ),
+        (range.clone(), "x/b", "x/a", TCP, 8000, false, "default | admin:range[0]:Deny"),
+        (range.clone(), "x/b", "x/a", TCP, 8500, false, "default | admin:range[0]:Deny"),
+        (range.clone(), "x/b", "x/a", TCP, 9000, false, "default | admin:range[0]:Deny"),
+        (range.clone(), "x/b", "x/a", TCP, 9001, true, "default | default"),
+        (range.clone(), "x/b", "x/a", TCP, 7999, true, "default | default"),
         (range, "x/b", "x/a", UDP, 8500, true, "default | default"),
         // x/a has dns = UDP 53; y/a has no such port.
-        (
-            named.clone(),
-            "y/a",
-            "x/a",
-            UDP,
-            53,
-            false,
-            "default | admin:named[0]:Deny",
-        ),
-        (
-            named.clone(),
-            "y/a",
-            "x/a",
-            TCP,
-            53,
-            true,
-            "default | default",
-        ),
-        (
-            named.clone(),
-            "x/b",
-            "x/a",
-            UDP,
-            53,
-            true,
-            "default | default",
-        ),
+        (named.clone(), "y/a", "x/a", UDP, 53, false, "default | admin:named[0]:Deny"),
+        (named.clone(), "y/a", "x/a", TCP, 53, true, "default | default"),
+        (named.clone(), "x/b", "x/a", UDP, 53, true, "default | default"),
         (named, "x/a", "y/a", UDP, 53, true, "default | default"),
-        (
-            sctp.clone(),
-            "x/a",
-            "x/b",
-            SCTP,
-            80,
-            false,
-            "default | baseline:sctp[0]:Deny",
-        ),
-        (
-            sctp.clone(),
-            "x/a",
-            "x/b",
-            SCTP,
-            81,
-            true,
-            "default | default",
-        ),
-        (
-            sctp.clone(),
-            "x/a",
-            "x/b",
-            UDP,
-            12345,
-            false,
-            "default | baseline:sctp[0]:Deny",
-        ),
+        (sctp.clone(), "x/a", "x/b", SCTP, 80, false, "default | baseline:sctp[0]:Deny"),
+        (sctp.clone(), "x/a", "x/b", SCTP, 81, true, "default | default"),
+        (sctp.clone(), "x/a", "x/b", UDP, 12345, false, "default | baseline:sctp[0]:Deny"),
         (sctp, "x/a", "x/b", TCP, 80, true, "default | default"),
     ];
     run(&rows);
 }
 
 #[test]
+#[rustfmt::skip]
 fn egress_networks_nodes_and_networkpolicy() {
     const NODE3: &str =
         "apiVersion: v1\nkind: Node\nmetadata: {name: node-3, labels: {role: infra}}\n\
@@ -591,115 +348,28 @@ fn egress_networks_nodes_and_networkpolicy() {
     );
     let with_np = join(&[np_egress, &baseline_egress]);
     let rows: Vec<Row<'_>> = vec![
-        (
-            networks.clone(),
-            "x/a",
-            "y/a",
-            TCP,
-            80,
-            false,
-            "admin:nets[0]:Deny | default",
-        ),
-        (
-            networks.clone(),
-            "x/a",
-            "10.0.1.200",
-            TCP,
-            80,
-            false,
-            "admin:nets[0]:Deny | none",
-        ),
-        (
-            networks.clone(),
-            "x/a",
-            "x/b",
-            TCP,
-            80,
-            true,
-            "default | default",
-        ),
-        (
-            networks.clone(),
-            "x/a6",
-            "x/b6",
-            TCP,
-            80,
-            false,
-            "admin:nets[0]:Deny | default",
-        ),
+        (networks.clone(), "x/a", "y/a", TCP, 80, false, "admin:nets[0]:Deny | default"),
+        (networks.clone(), "x/a", "10.0.1.200", TCP, 80, false, "admin:nets[0]:Deny | none"),
+        (networks.clone(), "x/a", "x/b", TCP, 80, true, "default | default"),
+        (networks.clone(), "x/a6", "x/b6", TCP, 80, false, "admin:nets[0]:Deny | default"),
         (networks, "x/b", "y/a", TCP, 80, true, "default | default"),
-        (
-            nodes.clone(),
-            "x/a",
-            "192.168.1.3",
-            TCP,
-            80,
-            false,
-            "admin:nodes[0]:Deny | none",
-        ),
-        (
-            nodes.clone(),
-            "x/a",
-            "192.168.1.2",
-            TCP,
-            80,
-            true,
-            "default | none",
-        ),
-        (
-            nodes.clone(),
-            "x/a",
-            "192.168.1.2",
-            TCP,
-            22,
-            false,
-            "admin:nodes[1]:Deny | none",
-        ),
+        (nodes.clone(), "x/a", "192.168.1.3", TCP, 80, false, "admin:nodes[0]:Deny | none"),
+        (nodes.clone(), "x/a", "192.168.1.2", TCP, 80, true, "default | none"),
+        (nodes.clone(), "x/a", "192.168.1.2", TCP, 22, false, "admin:nodes[1]:Deny | none"),
         // The pod's own node: allowed before any tier.
-        (
-            nodes.clone(),
-            "x/a",
-            "192.168.1.1",
-            TCP,
-            22,
-            true,
-            "node | none",
-        ),
+        (nodes.clone(), "x/a", "192.168.1.1", TCP, 22, true, "node | none"),
         (nodes, "x/a", "8.8.8.8", TCP, 22, true, "default | none"),
         // x/a's egress is isolated by NetworkPolicy: Baseline does not apply to it.
-        (
-            with_np.clone(),
-            "x/a",
-            "y/a",
-            TCP,
-            80,
-            true,
-            "np:x/a-egress[0] | default",
-        ),
-        (
-            with_np.clone(),
-            "x/a",
-            "x/b",
-            TCP,
-            80,
-            false,
-            "np-isolated | default",
-        ),
-        (
-            with_np.clone(),
-            "x/b",
-            "y/a",
-            TCP,
-            80,
-            false,
-            "baseline:base-egress[0]:Deny | default",
-        ),
+        (with_np.clone(), "x/a", "y/a", TCP, 80, true, "np:x/a-egress[0] | default"),
+        (with_np.clone(), "x/a", "x/b", TCP, 80, false, "np-isolated | default"),
+        (with_np.clone(), "x/b", "y/a", TCP, 80, false, "baseline:base-egress[0]:Deny | default"),
         (with_np, "x/b6", "x/a6", TCP, 80, true, "default | default"),
     ];
     run(&rows);
 }
 
 #[test]
+#[rustfmt::skip]
 fn baseline_pass_and_fail_closed() {
     let pass = join(&[
         &cnp(
@@ -749,62 +419,14 @@ fn baseline_pass_and_fail_closed() {
         "[{action: Drop, from: [{namespaces: {matchLabels: {team: red}}}]}]",
     );
     let rows: Vec<Row<'_>> = vec![
-        (
-            pass.clone(),
-            "y/a",
-            "y/c",
-            TCP,
-            80,
-            true,
-            "default | default-after-pass:b0-pass",
-        ),
-        (
-            pass,
-            "x/a",
-            "y/c",
-            TCP,
-            80,
-            false,
-            "default | baseline:b1-deny[0]:Deny",
-        ),
-        (
-            domains.clone(),
-            "x/b",
-            "y/c",
-            TCP,
-            80,
-            false,
-            "admin:domains[0]:Deny | default",
-        ),
+        (pass.clone(), "y/a", "y/c", TCP, 80, true, "default | default-after-pass:b0-pass"),
+        (pass, "x/a", "y/c", TCP, 80, false, "default | baseline:b1-deny[0]:Deny"),
+        (domains.clone(), "x/b", "y/c", TCP, 80, false, "admin:domains[0]:Deny | default"),
         (domains, "x/a", "y/c", TCP, 80, true, "default | default"),
-        (
-            accept_bad.clone(),
-            "x/b",
-            "x/a",
-            TCP,
-            80,
-            true,
-            "default | admin:accept-bad[0]:Accept",
-        ),
-        (
-            accept_bad,
-            "y/a",
-            "x/a",
-            TCP,
-            80,
-            false,
-            "default | baseline:baseline-deny[0]:Deny",
-        ),
+        (accept_bad.clone(), "x/b", "x/a", TCP, 80, true, "default | admin:accept-bad[0]:Accept"),
+        (accept_bad, "y/a", "x/a", TCP, 80, false, "default | baseline:baseline-deny[0]:Deny"),
         // Unknown action: Deny everything, peers and ports included.
-        (
-            unknown_action,
-            "x/a",
-            "y/c",
-            UDP,
-            9,
-            false,
-            "default | admin:drop[0]:Deny",
-        ),
+        (unknown_action, "x/a", "y/c", UDP, 9, false, "default | admin:drop[0]:Deny"),
     ];
     run(&rows);
 }
