@@ -349,5 +349,6 @@ fn diff(old: &Model, new: &Model) -> Vec<ModelChange> {
     section!(pods, UpsertPod, DeletePod);
     section!(services, UpsertService, DeleteService);
     section!(policies, UpsertPolicy, DeletePolicy);
+    section!(cluster_policies, UpsertClusterPolicy, DeleteClusterPolicy);
     out
 }
