@@ -40,6 +40,11 @@ pub struct ResourceHealth {
     pub last_event_at: Option<SystemTime>,
     /// True from an error until the next successful event.
     pub failing: bool,
+    /// The highest `metadata.resourceVersion` of this kind's objects the model reflects
+    /// (deletions included; a relist counts at its end). With etcd behind the API server it is
+    /// the store's revision, so a client that wrote an object can wait for the model to hold it
+    /// (the conformance runner does). 0 before any; a version that is not a number is ignored.
+    pub resource_version: u64,
 }
 
 /// The whole source's health.
@@ -64,6 +69,8 @@ pub struct State {
     health: BTreeMap<ResourceKind, ResourceHealth>,
     /// Relists in progress: the objects listed so far.
     relisting: BTreeMap<ResourceKind, Vec<Listed>>,
+    /// Relists in progress: the highest resourceVersion listed so far.
+    relisting_version: BTreeMap<ResourceKind, u64>,
     notes: BTreeMap<(ResourceKind, ObjectKey), String>,
 }
 
@@ -121,6 +128,20 @@ impl State {
     /// How many kinds are failing.
     pub fn failing_count(&self) -> usize {
         self.health.values().filter(|h| h.failing).count()
+    }
+
+    /// An event about an object at `version` was applied to the model (call with the change,
+    /// under the same lock). A listed object counts only when its relist is complete.
+    pub fn saw_version(&mut self, kind: ResourceKind, version: Option<&str>, listed: bool) {
+        let Some(v) = version.and_then(|v| v.parse::<u64>().ok()) else {
+            return;
+        };
+        let slot = if listed {
+            self.relisting_version.entry(kind).or_default()
+        } else {
+            &mut self.health.entry(kind).or_default().resource_version
+        };
+        *slot = (*slot).max(v);
     }
 
     /// The API server answers again for `kind` (an event arrived, or a check call worked).
@@ -185,6 +206,7 @@ impl State {
             if first { "listing" } else { "relisting" }
         );
         self.relisting.insert(kind, Vec::new());
+        self.relisting_version.remove(&kind);
     }
 
     /// One listed object.
@@ -217,8 +239,10 @@ impl State {
         for (key, change) in listed {
             self.put(kind, key, change);
         }
+        let listed_version = self.relisting_version.remove(&kind).unwrap_or_default();
         let h = self.health.entry(kind).or_default();
         h.synced = true;
+        h.resource_version = h.resource_version.max(listed_version);
         self.generation += 1;
         tracing::info!(
             resource = kind.as_str(),
@@ -345,5 +369,37 @@ mod tests {
         );
         s.delete(ResourceKind::Namespaces, &k);
         assert_eq!(s.snapshot().unwrap().1.pods.len(), 1);
+    }
+
+    #[test]
+    fn resource_versions_count_once_applied() {
+        let mut s = State::new();
+        list_all_empty(&mut s);
+        let kind = ResourceKind::Namespaces;
+        let version = |s: &State| s.health(|_| 0).resources[&kind].resource_version;
+        let (k, c) = ns("a");
+        s.apply(kind, k.clone(), c);
+        s.saw_version(kind, Some("17"), false);
+        s.saw_version(kind, Some("not-a-number"), false);
+        assert_eq!(version(&s), 17);
+        // A relist's versions show only at its end, and never lower the mark.
+        s.init(kind);
+        s.init_apply(
+            kind,
+            k,
+            Ok(ModelChange::UpsertNamespace(Namespace::new(
+                "a",
+                Default::default(),
+            ))),
+        );
+        s.saw_version(kind, Some("12"), true);
+        s.saw_version(kind, Some("25"), true);
+        assert_eq!(version(&s), 17);
+        s.init_done(kind);
+        assert_eq!(version(&s), 25);
+        s.init(kind);
+        s.saw_version(kind, Some("20"), true);
+        s.init_done(kind);
+        assert_eq!(version(&s), 25);
     }
 }

@@ -74,11 +74,18 @@ pub async fn run<K: Watched>(client: Client, shared: Arc<Shared>, opts: WatchOpt
 fn apply<K: Watched>(shared: &Shared, item: Result<watcher::Event<K>, watcher::Error>) {
     let mut state = shared.lock();
     match item {
-        Ok(watcher::Event::Apply(obj)) => state.apply(K::KIND, obj.model_key(), obj.to_model()),
-        Ok(watcher::Event::Delete(obj)) => state.delete(K::KIND, &obj.model_key()),
+        Ok(watcher::Event::Apply(obj)) => {
+            state.apply(K::KIND, obj.model_key(), obj.to_model());
+            state.saw_version(K::KIND, obj.meta().resource_version.as_deref(), false);
+        }
+        Ok(watcher::Event::Delete(obj)) => {
+            state.delete(K::KIND, &obj.model_key());
+            state.saw_version(K::KIND, obj.meta().resource_version.as_deref(), false);
+        }
         Ok(watcher::Event::Init) => state.init(K::KIND),
         Ok(watcher::Event::InitApply(obj)) => {
             state.init_apply(K::KIND, obj.model_key(), obj.to_model());
+            state.saw_version(K::KIND, obj.meta().resource_version.as_deref(), true);
         }
         Ok(watcher::Event::InitDone) => state.init_done(K::KIND),
         Err(e) => state.error(K::KIND, &e),
