@@ -53,6 +53,7 @@ fn sctp_between_all_pods_direct_and_through_cluster_ips() {
         .and_then(|v| v.parse().ok())
         .map_or(TIMEOUT, std::time::Duration::from_millis);
     let mut failures = Vec::new();
+    let mut retried = 0;
     let mut elapsed = Vec::new();
     for round in 0..ROUNDS {
         let mut specs = Vec::new();
@@ -72,20 +73,24 @@ fn sctp_between_all_pods_direct_and_through_cluster_ips() {
         }
         let out = cl.probe_many(&specs).unwrap();
         elapsed.extend(out.iter().filter(|o| o.allowed).map(|o| o.elapsed_ms));
-        for (label, o) in labels.iter().zip(&out) {
-            let expected = label
-                .rsplit(" -> ")
-                .next()
-                .unwrap()
-                .split(' ')
-                .next()
-                .unwrap();
-            let answered = o.reply.as_deref().and_then(|r| r.split(' ').next());
-            if !o.allowed || answered != Some(expected) {
-                failures.push(format!("{label}: {:?} ({:.0} ms)", o.error, o.elapsed_ms));
+        // A probe that did not get its answer is tried once more on its own: under software
+        // emulation on a busy host a vCPU can stall for seconds (vm-tier.md). A broken path
+        // fails both times; the retries are printed.
+        for (i, label) in labels.iter().enumerate() {
+            if answered_by(&out[i], label) {
+                continue;
+            }
+            retried += 1;
+            let again = cl.probe_many(&specs[i..=i]).unwrap();
+            if !answered_by(&again[0], label) {
+                failures.push(format!(
+                    "{label}: {:?} ({:.0} ms), again: {:?} ({:.0} ms)",
+                    out[i].error, out[i].elapsed_ms, again[0].error, again[0].elapsed_ms
+                ));
             }
         }
     }
+    eprintln!("probes without an answer at the first attempt, tried again: {retried}");
     elapsed.sort_by(f64::total_cmp);
     let at = |q: f64| elapsed.get(((elapsed.len() as f64 - 1.0) * q) as usize);
     eprintln!(
@@ -101,4 +106,14 @@ fn sctp_between_all_pods_direct_and_through_cluster_ips() {
         ROUNDS * pods.len() * targets.len() * 2,
         failures.join("\n")
     );
+}
+
+/// Whether the probe labelled `… -> ns/pod via …` got its answer from that pod.
+fn answered_by(o: &palisade_tests::Outcome, label: &str) -> bool {
+    let expected = label
+        .rsplit(" -> ")
+        .next()
+        .and_then(|rest| rest.split(' ').next());
+    let answered = o.reply.as_deref().and_then(|r| r.split(' ').next());
+    o.allowed && answered.is_some() && answered == expected
 }
