@@ -6,8 +6,8 @@
 //! 3. as root, `cargo test --workspace --exclude palisade-ebpf -- --ignored`: the privileged tests (BPF_PROG_TEST_RUN,
 //!    network namespaces, real traffic; the kube_* tests against real API servers, built once
 //!    by `cargo xtask k8s build` and cached), then the upstream conformance corpus, IPv4, through
-//!    ClusterIPs (counted as one test), then the short chaos run (a, b, d) and a one-minute soak
-//!    (one test each). Not root: they are listed as not run.
+//!    ClusterIPs (counted as one test), then the short chaos run (a, b, d), a one-minute soak
+//!    and the VM tier's quick suite (one test each). Not root: they are listed as not run.
 //!
 //! Ends with one line `xtask test: N passed, N failed, N skipped`.
 
@@ -72,7 +72,13 @@ pub fn run() -> anyhow::Result<()> {
             None => {}
         }
         // Reliability smoke runs (about 1.5 min together; docs/reliability.md), one test each.
-        for passed in [crate::chaos::ci_run()?, crate::soak::ci_run()?] {
+        // The VM tier's quick suite: Debian's 6.1 kernel (clsact, SCTP) under qemu, about
+        // 6.5 min under TCG (docs/vm-tier.md), one test.
+        for passed in [
+            crate::chaos::ci_run()?,
+            crate::soak::ci_run()?,
+            crate::vm::quick()?,
+        ] {
             if passed {
                 tally.passed += 1;
             } else {
@@ -97,6 +103,7 @@ fn summarize(host: &Tally, privileged: Option<&Tally>) -> anyhow::Result<()> {
             println!("  - the upstream conformance corpus (cargo xtask conformance)");
             println!("  - chaos, short (cargo xtask chaos --quick --scenarios a,b,d)");
             println!("  - soak, 1 minute (cargo xtask soak --minutes 1)");
+            println!("  - the VM tier, quick suite (cargo xtask vm-test --suite quick)");
             (host.passed, host.failed, host.ignored)
         }
     };

@@ -58,10 +58,6 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
 
 /// The `cargo xtask test` step (root): the quick suite on Debian's 6.1 kernel. Whether it
 /// passed; an error only when it could not run at all.
-#[expect(
-    dead_code,
-    reason = "wired into cargo xtask test once the quick suite passes reliably"
-)]
 pub fn quick() -> anyhow::Result<bool> {
     let args = Args {
         kernel: KernelChoice::Debian61,
