@@ -1,5 +1,7 @@
 //! `cargo xtask conformance`: builds the agent and the runner (release), then runs
-//! `target/release/conformance` with the same flags. See docs/conformance.md.
+//! `target/release/conformance` with the same flags. Without `--cases`: the upstream corpus
+//! (`../shared/conformance/upstream-e2e.json`). `--source kube` builds the runner with the
+//! `kube` feature and the API server binaries (once, cached). See docs/conformance.md.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -11,8 +13,9 @@ use crate::cmd;
 /// The runner's flags, passed through unchanged.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A case file in the format of shared/conformance/README.md (repeatable).
-    #[arg(long = "cases", value_name = "FILE", required = true)]
+    /// A case file in the format of shared/conformance/README.md (repeatable; default: the
+    /// upstream corpus, ../shared/conformance/upstream-e2e.json).
+    #[arg(long = "cases", value_name = "FILE")]
     cases: Vec<PathBuf>,
     /// Run only this case (repeatable).
     #[arg(long = "case", value_name = "ID")]
@@ -23,7 +26,8 @@ pub struct Args {
     /// Probe through the ClusterIP (service), the pod IP (pod), or both.
     #[arg(long, default_value = "service", value_parser = ["service", "pod", "both"])]
     target: String,
-    /// Where the agents get the cluster state: manifests (kube comes with issue 6).
+    /// Where the agents get the cluster state: a manifest directory, or a real API server
+    /// (kube; cases that need a field the 1.20 server drops run through manifests instead).
     #[arg(long, default_value = "manifests", value_parser = ["manifests", "kube"])]
     source: String,
     /// Write the JSON report here.
@@ -33,9 +37,15 @@ pub struct Args {
 
 impl Args {
     /// The runner's command line.
-    fn argv(&self) -> Vec<String> {
+    fn argv(&self, default_corpus: &Path) -> Vec<String> {
         let mut out = Vec::new();
-        for f in &self.cases {
+        let default = [default_corpus.to_owned()];
+        let cases = if self.cases.is_empty() {
+            &default[..]
+        } else {
+            &self.cases[..]
+        };
+        for f in cases {
             out.extend(["--cases".to_owned(), f.display().to_string()]);
         }
         for id in &self.case {
@@ -60,32 +70,63 @@ fn profile_dir(root: &Path, profile: &str) -> PathBuf {
         .join(profile)
 }
 
-pub fn run(args: &Args) -> anyhow::Result<()> {
-    if args.source == "kube" {
-        bail!("--source kube: not implemented yet: the Kubernetes source comes with issue 6");
-    }
-    if !cmd::is_root() {
-        bail!("cargo xtask conformance needs root: it creates network namespaces and loads eBPF programs");
-    }
-    let root = cmd::workspace_root();
-    cmd::run(Command::new("cargo").current_dir(&root).args([
+/// The upstream corpus beside the repository.
+fn upstream_path(root: &Path) -> PathBuf {
+    root.join("../shared/conformance/upstream-e2e.json")
+}
+
+/// `cargo build [--release] -p palisade -p palisade-tests --features palisade-tests/kube`.
+/// Always with the `kube` feature: `cargo test --workspace` builds the crate with it (the
+/// agent's tests ask for it), so the debug runner is not rebuilt back and forth.
+fn build(root: &Path, release: bool) -> anyhow::Result<()> {
+    let mut cargo = Command::new("cargo");
+    cargo.current_dir(root).args([
         "build",
-        "--release",
         "-p",
         "palisade",
         "-p",
         "palisade-tests",
-    ]))?;
-    // The case and report paths stay relative to the directory the user ran xtask in.
-    cmd::run(Command::new(profile_dir(&root, "release").join("conformance")).args(args.argv()))
+        "--features",
+        "palisade-tests/kube",
+    ]);
+    if release {
+        cargo.arg("--release");
+    }
+    cmd::run(&mut cargo)
 }
 
-/// The `cargo xtask test` step (root): the upstream corpus, IPv4, through ClusterIPs, with the
-/// debug binaries `cargo test` has built. `None` when the corpus is not there (an error when
-/// `CI=true`); otherwise whether every case passed or was skipped.
-pub fn upstream_corpus() -> anyhow::Result<Option<bool>> {
+/// Builds the API server once (cached) and tells the runner where it is.
+fn prepare_kube() -> anyhow::Result<()> {
+    let bin = crate::k8s::ensure_built()?;
+    std::env::set_var(palisade_tests::kube::BIN_ENV, bin);
+    Ok(())
+}
+
+pub fn run(args: &Args) -> anyhow::Result<()> {
+    if !cmd::is_root() {
+        bail!("cargo xtask conformance needs root: it creates network namespaces and loads eBPF programs");
+    }
     let root = cmd::workspace_root();
-    let corpus = root.join("../shared/conformance/upstream-e2e.json");
+    let kube = args.source == "kube";
+    if kube {
+        prepare_kube()?;
+    }
+    build(&root, true)?;
+    // The case and report paths stay relative to the directory the user ran xtask in.
+    cmd::run(
+        Command::new(profile_dir(&root, "release").join("conformance"))
+            .args(args.argv(&upstream_path(&root))),
+    )
+}
+
+/// The `cargo xtask test` steps (root): the upstream corpus, IPv4, through ClusterIPs, with the
+/// debug binaries `cargo test` has built, through the manifest source and then through the API
+/// server (`--source kube`; the API server binaries as `k8s::prepare_tests` left them). `None`
+/// when the corpus is not there (an error when `CI=true`); otherwise whether every case passed
+/// or was skipped, per source.
+pub fn upstream_corpus() -> anyhow::Result<Option<[bool; 2]>> {
+    let root = cmd::workspace_root();
+    let corpus = upstream_path(&root);
     if !corpus.is_file() {
         if std::env::var("CI").as_deref() == Ok("true") {
             bail!(
@@ -99,20 +140,27 @@ pub fn upstream_corpus() -> anyhow::Result<Option<bool>> {
         );
         return Ok(None);
     }
-    println!("xtask test: upstream conformance corpus (IPv4, through ClusterIPs)");
-    cmd::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "-p",
-        "palisade",
-        "-p",
-        "palisade-tests",
-    ]))?;
-    let status = Command::new(profile_dir(&root, "debug").join("conformance"))
-        .arg("--cases")
-        .arg(&corpus)
-        .args(["--ip-family", "ipv4", "--target", "service"])
-        .status()?;
-    Ok(Some(status.success()))
+    build(&root, false)?;
+    let mut passed = [false; 2];
+    for (i, source) in ["manifests", "kube"].into_iter().enumerate() {
+        println!(
+            "xtask test: upstream conformance corpus (IPv4, through ClusterIPs, --source {source})"
+        );
+        let status = Command::new(profile_dir(&root, "debug").join("conformance"))
+            .arg("--cases")
+            .arg(&corpus)
+            .args([
+                "--ip-family",
+                "ipv4",
+                "--target",
+                "service",
+                "--source",
+                source,
+            ])
+            .status()?;
+        passed[i] = status.success();
+    }
+    Ok(Some(passed))
 }
 
 #[cfg(test)]
@@ -145,13 +193,15 @@ mod tests {
             "r.json",
         ]);
         assert_eq!(
-            cli.args.argv().join(" "),
+            cli.args.argv(Path::new("u.json")).join(" "),
             "--cases a.json --cases b.json --case t1 --ip-family dual --target both \
              --source manifests --report r.json"
         );
-        assert!(
-            Cli::try_parse_from(["x", "--target", "both"]).is_err(),
-            "--cases is required"
+        let default = Cli::parse_from(["x", "--source", "kube"]);
+        assert_eq!(
+            default.args.argv(Path::new("u.json")).join(" "),
+            "--cases u.json --ip-family ipv4 --target service --source kube",
+            "the upstream corpus by default"
         );
         assert!(Cli::try_parse_from(["x", "--cases", "a", "--ip-family", "v4"]).is_err());
     }

@@ -79,6 +79,9 @@ pub struct Status {
     pub policy_problems: Vec<Value>,
     #[serde(default)]
     pub notes: Vec<Value>,
+    /// With `--source kube`: the API source's health (generation, per-kind resourceVersion).
+    #[serde(default)]
+    pub kube: Option<Value>,
 }
 
 impl Status {
@@ -193,6 +196,33 @@ pub fn find_agent_bin() -> Result<PathBuf, AgentError> {
         .ok_or(AgentError::NotFound(candidates))
 }
 
+/// Where an agent gets the cluster state.
+#[derive(Clone, Debug)]
+pub enum AgentSource {
+    /// The run's shared manifest directory.
+    Manifests,
+    /// The API server, through this kubeconfig.
+    Kube { kubeconfig: PathBuf },
+}
+
+/// What an agent must have applied before probing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Barrier {
+    /// The manifest directory's `.revision`.
+    Revision(u64),
+    /// Per kind (`kube.resources` key), the API resourceVersion its model must reflect.
+    Kube(BTreeMap<&'static str, u64>),
+}
+
+impl std::fmt::Display for Barrier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Barrier::Revision(r) => write!(f, "revision {r} applied"),
+            Barrier::Kube(v) => write!(f, "API changes up to resourceVersions {v:?} applied"),
+        }
+    }
+}
+
 /// One running agent.
 #[derive(Debug)]
 pub struct Agent {
@@ -242,6 +272,7 @@ impl Agent {
         node: &str,
         bin: &Path,
         paths: &AgentPaths,
+        source: &AgentSource,
     ) -> Result<Self, AgentError> {
         let mut cmd = cluster
             .node_command(idx, bin)
@@ -250,7 +281,12 @@ impl Agent {
                 source: Box::new(source),
             })?;
         cmd.arg("agent").args(["--node", node]);
-        cmd.arg("--manifests").arg(&paths.manifests);
+        match source {
+            AgentSource::Manifests => cmd.arg("--manifests").arg(&paths.manifests),
+            AgentSource::Kube { kubeconfig } => cmd
+                .args(["--source", "kube", "--kubeconfig"])
+                .arg(kubeconfig),
+        };
         cmd.arg("--endpoints").arg(&paths.endpoints);
         cmd.arg("--bpffs").arg(&paths.bpffs);
         cmd.arg("--status").arg(&paths.status);
@@ -326,15 +362,25 @@ impl Agent {
         pods: &[String],
         timeout: Duration,
     ) -> Result<Status, AgentError> {
+        self.wait_for(&Barrier::Revision(revision), pods, timeout)
+    }
+
+    /// Waits until the status shows `barrier` reached and every pod of `pods` attached.
+    pub fn wait_for(
+        &mut self,
+        barrier: &Barrier,
+        pods: &[String],
+        timeout: Duration,
+    ) -> Result<Status, AgentError> {
         let deadline = Instant::now() + timeout;
         loop {
             self.check_alive()?;
             let status = self.status();
-            if let Some(s) = status.as_ref().filter(|s| is_ready(s, revision, pods)) {
+            if let Some(s) = status.as_ref().filter(|s| reached(s, barrier, pods)) {
                 return Ok(s.clone());
             }
             if Instant::now() >= deadline {
-                return Err(self.timeout(revision, pods, timeout, status));
+                return Err(self.timeout(barrier, pods, timeout, status));
             }
             std::thread::sleep(POLL);
         }
@@ -342,7 +388,7 @@ impl Agent {
 
     fn timeout(
         &self,
-        revision: u64,
+        barrier: &Barrier,
         pods: &[String],
         timeout: Duration,
         status: Option<Status>,
@@ -353,7 +399,7 @@ impl Agent {
             .collect();
         AgentError::Timeout {
             node: self.node.clone(),
-            what: format!("revision {revision} applied with {missing:?} attached"),
+            what: format!("{barrier} with {missing:?} attached"),
             timeout,
             status: std::fs::read_to_string(&self.status_file)
                 .unwrap_or_else(|e| format!("unreadable ({e})")),
@@ -398,5 +444,31 @@ fn attached(status: &Status, pod: &str) -> bool {
 
 /// Whether `status` shows `revision` applied and every pod of `pods` attached.
 pub fn is_ready(status: &Status, revision: u64, pods: &[String]) -> bool {
-    status.applied_revision >= revision && pods.iter().all(|p| attached(status, p))
+    reached(status, &Barrier::Revision(revision), pods)
+}
+
+/// Whether `status` shows `barrier` reached and every pod of `pods` attached.
+pub fn reached(status: &Status, barrier: &Barrier, pods: &[String]) -> bool {
+    let applied = match barrier {
+        Barrier::Revision(r) => status.applied_revision >= *r,
+        Barrier::Kube(versions) => kube_applied(status, versions),
+    };
+    applied && pods.iter().all(|p| attached(status, p))
+}
+
+/// The API source's model holds every version of `versions` and is what the agent applied:
+/// the status's health is read after the sync, so only when its generation is the one applied
+/// do its versions describe the enforced model.
+fn kube_applied(status: &Status, versions: &BTreeMap<&'static str, u64>) -> bool {
+    let Some(kube) = &status.kube else {
+        return false;
+    };
+    let current = kube["synced"].as_bool() == Some(true)
+        && kube["generation"].as_u64() == Some(status.applied_revision);
+    current
+        && versions.iter().all(|(kind, want)| {
+            kube["resources"][kind]["resource_version"]
+                .as_u64()
+                .is_some_and(|have| have >= *want)
+        })
 }

@@ -19,7 +19,9 @@ nodes, the real Palisade agent per node and real probes. Needs root.
   --case ID        run only this case (repeatable; default: all)
   --ip-family F    ipv4 (default), ipv6, or dual (each case for IPv4 and for IPv6)
   --target T       service (default: through the ClusterIP, as upstream), pod, or both
-  --source S       manifests (default: a manifest directory per cluster); kube comes later
+  --source S       manifests (default: a manifest directory per cluster), or kube (a real
+                   API server the agents watch; needs `cargo xtask k8s build` once; cases
+                   that need a field the 1.20 server drops run through manifests instead)
   --report FILE    write the JSON report there
 
 Exit status: 0 all cases passed or skipped, 1 a case failed, 2 usage or setup error.";

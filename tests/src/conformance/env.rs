@@ -1,14 +1,18 @@
 //! The environment cases run in: a two-node test cluster, one Palisade agent per node, one
 //! pod (serving its TCP/UDP containerPorts) and one ClusterIP Service per case pod, and the
-//! files the agents read. It is reused from case to case: [`Env::sync`] brings pods,
-//! Services and manifests to a case's state, creating and deleting only what differs.
+//! files the agents read (or, with `--source kube`, the API server they watch). It is reused
+//! from case to case: [`Env::sync`] brings pods, Services and manifests (or API objects) to a
+//! case's state, creating and deleting only what differs.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use super::agent::{self, Agent, AgentError, AgentPaths, RunDir, Status};
+use super::agent::{self, Agent, AgentError, AgentPaths, AgentSource, Barrier, RunDir, Status};
 use super::case::Protocol;
+use super::cli::Source;
+#[cfg(feature = "kube")]
+use super::kube::{KubeFeed, KubeFeedError};
 use super::manifests::{self, DirWriter, ManifestError, PodRuntime, Runtime};
 use super::template::PodIps;
 use super::world::{PodState, World};
@@ -34,6 +38,62 @@ pub enum EnvError {
     Agent(#[from] AgentError),
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    #[cfg(feature = "kube")]
+    #[error(transparent)]
+    Kube(#[from] Box<KubeFeedError>),
+    #[error("--source kube: this runner was built without the `kube` feature (cargo build -p palisade-tests --features kube)")]
+    NoKube,
+}
+
+#[cfg(feature = "kube")]
+impl From<KubeFeedError> for EnvError {
+    fn from(e: KubeFeedError) -> Self {
+        EnvError::Kube(Box::new(e))
+    }
+}
+
+impl EnvError {
+    /// The fields the API server dropped, when that is what failed (the case needs the
+    /// manifest source).
+    pub fn dropped_fields(&self) -> Option<String> {
+        match self {
+            #[cfg(feature = "kube")]
+            EnvError::Kube(e) if matches!(**e, KubeFeedError::Dropped { .. }) => {
+                Some(e.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Without the `kube` feature there is no API feed: this type has no values.
+#[cfg(not(feature = "kube"))]
+#[derive(Debug)]
+enum KubeFeed {}
+
+#[cfg(not(feature = "kube"))]
+impl KubeFeed {
+    fn sync(&mut self, _: &World, _: &Runtime) -> Result<bool, EnvError> {
+        match *self {}
+    }
+
+    fn targets(&self) -> BTreeMap<&'static str, u64> {
+        match *self {}
+    }
+}
+
+/// Where the case state goes: files, or the API server.
+#[derive(Debug)]
+enum Feed {
+    Manifests {
+        dir: DirWriter,
+        revision: u64,
+    },
+    #[cfg_attr(
+        not(feature = "kube"),
+        expect(dead_code, reason = "no API feed without the kube feature")
+    )]
+    Kube(Box<KubeFeed>),
 }
 
 impl From<ClusterError> for EnvError {
@@ -55,12 +115,11 @@ struct Live {
 #[derive(Debug)]
 pub struct Env {
     agents: Vec<Agent>,
+    feed: Feed,
     cluster: TestCluster,
-    manifests: DirWriter,
     endpoints: Vec<DirWriter>,
     live: BTreeMap<String, Live>,
     next_node: usize,
-    revision: u64,
     _run: RunDir,
 }
 
@@ -87,9 +146,9 @@ fn harness_ports(pod: &PodState) -> Vec<Port> {
 }
 
 impl Env {
-    /// Builds the cluster, starts the agents and waits until both have applied an empty
-    /// state.
-    pub fn build(family: Family, agent_bin: &Path) -> Result<Self, EnvError> {
+    /// Builds the cluster (and with `Source::Kube` the API server), starts the agents and
+    /// waits until both have applied an empty state.
+    pub fn build(family: Family, agent_bin: &Path, source: Source) -> Result<Self, EnvError> {
         agent::cleanup_stale();
         let run = RunDir::create()?;
         let cluster = TestCluster::builder()
@@ -97,34 +156,70 @@ impl Env {
             .nodes(NODES)
             .cni(CniMode::Bridge)
             .build()?;
+        let (feed, agent_source) = Self::feed(source, &cluster, &run)?;
         let mut env = Env {
             agents: Vec::new(),
-            manifests: DirWriter::new(run.path().join("manifests"))?,
+            feed,
             endpoints: Vec::new(),
             live: BTreeMap::new(),
             next_node: 0,
-            revision: 1,
             cluster,
             _run: run,
         };
-        manifests::write_revision(env.manifests.path(), env.revision)?;
         for idx in 0..NODES {
             let name = node_name(idx);
             let paths = AgentPaths::new(env._run.path(), &name)?;
             env.endpoints.push(DirWriter::new(paths.endpoints.clone())?);
-            let agent = Agent::start(&env.cluster, idx, &name, agent_bin, &paths)?;
+            let agent = Agent::start(&env.cluster, idx, &name, agent_bin, &paths, &agent_source)?;
             env.agents.push(agent);
         }
         env.wait_ready()?;
         Ok(env)
     }
 
+    fn feed(
+        source: Source,
+        cluster: &TestCluster,
+        run: &RunDir,
+    ) -> Result<(Feed, AgentSource), EnvError> {
+        match source {
+            Source::Manifests => {
+                let dir = DirWriter::new(run.path().join("manifests"))?;
+                manifests::write_revision(dir.path(), 1)?;
+                Ok((Feed::Manifests { dir, revision: 1 }, AgentSource::Manifests))
+            }
+            #[cfg(feature = "kube")]
+            Source::Kube => {
+                let feed = KubeFeed::start(cluster, NODES)?;
+                let kubeconfig = feed.kubeconfig();
+                Ok((Feed::Kube(Box::new(feed)), AgentSource::Kube { kubeconfig }))
+            }
+            #[cfg(not(feature = "kube"))]
+            Source::Kube => {
+                let _ = cluster;
+                Err(EnvError::NoKube)
+            }
+        }
+    }
+
+    /// What the agents must have applied to reflect every change made so far.
+    fn barrier(&self) -> Barrier {
+        match &self.feed {
+            Feed::Manifests { revision, .. } => Barrier::Revision(*revision),
+            Feed::Kube(k) => Barrier::Kube(k.targets()),
+        }
+    }
+
     pub fn cluster(&self) -> &TestCluster {
         &self.cluster
     }
 
+    /// The manifest revision last written (0 with the API source).
     pub fn revision(&self) -> u64 {
-        self.revision
+        match &self.feed {
+            Feed::Manifests { revision, .. } => *revision,
+            Feed::Kube(_) => 0,
+        }
     }
 
     /// The harness pod of a case pod.
@@ -146,22 +241,13 @@ impl Env {
     }
 
     fn runtime(&self) -> Runtime {
-        self.live
-            .iter()
-            .map(|(key, l)| {
-                let rt = PodRuntime {
-                    node_name: node_name(l.pod.node()),
-                    ips: l.pod.ips().to_vec(),
-                    cluster_ips: l.service.cluster_ips.clone(),
-                    host_veth: l.pod.host_veth().to_owned(),
-                };
-                (key.clone(), rt)
-            })
-            .collect()
+        live_runtime(&self.live)
     }
 
-    /// Brings pods, Services and files to `world`. Deleted pods leave the files before the
-    /// cluster; new pods join the cluster before the files.
+    /// Brings pods, Services and files (or API objects) to `world`. Deleted pods leave the
+    /// files before the cluster; new pods join the cluster before the files. With the API
+    /// source the agents must also have dropped a deleted pod before its endpoint report goes
+    /// (otherwise they would look for its veth, as for a pod the CNI plugin never reported).
     pub fn sync(&mut self, world: &World) -> Result<(), EnvError> {
         let doomed: Vec<String> = self
             .live
@@ -176,7 +262,8 @@ impl Env {
             .collect();
         if !doomed.is_empty() {
             let gone: Vec<Live> = doomed.iter().filter_map(|k| self.live.remove(k)).collect();
-            self.write_files(world)?;
+            let present = self.present(world);
+            self.retire(&present)?;
             for l in gone {
                 self.cluster
                     .remove_service(l.pod.namespace(), &l.service.name)?;
@@ -184,7 +271,57 @@ impl Env {
             }
         }
         self.create_missing(world)?;
-        self.write_files(world)
+        let present = self.present(world);
+        self.write_files(&present)
+    }
+
+    /// Before pods leave the cluster: the state without them, as [`Env::write_files`] would
+    /// write it, except that the API source's agents must first have dropped them.
+    fn retire(&mut self, present: &World) -> Result<(), EnvError> {
+        if !self.feed_api(present)? {
+            return self.write_files(present);
+        }
+        self.wait_ready()?;
+        self.write_endpoints(present).map(drop)
+    }
+
+    /// Manifests, then endpoint reports, then `.revision`; or with the API source, endpoint
+    /// reports (the CNI plugin reports a pod before the kubelet writes its IP), then the API
+    /// calls.
+    fn write_files(&mut self, present: &World) -> Result<(), EnvError> {
+        if let Feed::Manifests { dir, .. } = &mut self.feed {
+            let files = manifests::render(present, &live_runtime(&self.live))?;
+            let mut changed = dir.sync(&files)?;
+            changed |= self.write_endpoints(present)?;
+            if let Feed::Manifests { dir, revision } = &mut self.feed {
+                if changed {
+                    *revision += 1;
+                    manifests::write_revision(dir.path(), *revision)?;
+                }
+            }
+            return Ok(());
+        }
+        self.write_endpoints(present)?;
+        self.feed_api(present).map(drop)
+    }
+
+    /// With the API source, makes the API calls for `present` and returns true (whether or not
+    /// anything changed); false with the manifest source.
+    fn feed_api(&mut self, present: &World) -> Result<bool, EnvError> {
+        match &mut self.feed {
+            Feed::Manifests { .. } => Ok(false),
+            Feed::Kube(k) => {
+                k.sync(present, &live_runtime(&self.live))?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// `world` with only the pods that exist.
+    fn present(&self, world: &World) -> World {
+        let mut present = world.clone();
+        present.pods.retain(|k, _| self.live.contains_key(k));
+        present
     }
 
     /// Creates the world's pods that do not exist yet, each node's in parallel.
@@ -214,27 +351,21 @@ impl Env {
         Ok(())
     }
 
-    /// Writes manifests, then endpoint files, then `.revision`, for the pods that exist.
-    fn write_files(&mut self, world: &World) -> Result<(), EnvError> {
-        let mut present = world.clone();
-        present.pods.retain(|k, _| self.live.contains_key(k));
+    /// Each node's endpoint reports, as the chained CNI plugin would write them. Returns
+    /// whether any changed.
+    fn write_endpoints(&mut self, present: &World) -> Result<bool, EnvError> {
         let runtime = self.runtime();
-        let files = manifests::render(&present, &runtime)?;
-        let mut changed = self.manifests.sync(&files)?;
+        let mut changed = false;
         for (idx, writer) in self.endpoints.iter_mut().enumerate() {
-            let files = manifests::render_endpoints(&present, &runtime, &node_name(idx));
+            let files = manifests::render_endpoints(present, &runtime, &node_name(idx));
             changed |= writer.sync(&files)?;
         }
-        if changed {
-            self.revision += 1;
-            manifests::write_revision(self.manifests.path(), self.revision)?;
-        }
-        Ok(())
+        Ok(changed)
     }
 
-    /// Waits until every agent has applied the current revision and attached its pods.
+    /// Waits until every agent has applied every change made so far and attached its pods.
     pub fn wait_ready(&mut self) -> Result<Vec<Status>, EnvError> {
-        let revision = self.revision;
+        let barrier = self.barrier();
         let mut statuses = Vec::new();
         for (idx, agent) in self.agents.iter_mut().enumerate() {
             let local: Vec<String> = self
@@ -243,7 +374,7 @@ impl Env {
                 .filter(|(_, l)| l.pod.node() == idx)
                 .map(|(k, _)| k.clone())
                 .collect();
-            statuses.push(agent.wait_applied(revision, &local, READY_TIMEOUT)?);
+            statuses.push(agent.wait_for(&barrier, &local, READY_TIMEOUT)?);
         }
         Ok(statuses)
     }
@@ -264,6 +395,21 @@ impl Env {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Each live pod's runtime facts (a free function, so that it borrows only `live`).
+fn live_runtime(live: &BTreeMap<String, Live>) -> Runtime {
+    live.iter()
+        .map(|(key, l)| {
+            let rt = PodRuntime {
+                node_name: node_name(l.pod.node()),
+                ips: l.pod.ips().to_vec(),
+                cluster_ips: l.service.cluster_ips.clone(),
+                host_veth: l.pod.host_veth().to_owned(),
+            };
+            (key.clone(), rt)
+        })
+        .collect()
 }
 
 fn create_pods(

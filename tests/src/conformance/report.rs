@@ -60,6 +60,20 @@ impl Target {
 pub struct Report {
     pub summary: Summary,
     pub cases: Vec<CaseReport>,
+    /// Where the agents got the cluster state: `manifests` or `kube`.
+    #[serde(default)]
+    pub source: String,
+    /// With `kube`: the cases that were run through the manifest source instead (in the same
+    /// run; their entries in `cases` are from that run), and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub via_manifests: Vec<ViaManifests>,
+}
+
+/// A case the API source could not carry (the API server dropped a field it needs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViaManifests {
+    pub id: String,
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -169,7 +183,12 @@ impl Report {
                 skipped: pcount(Status::Skipped),
             },
         };
-        Report { summary, cases }
+        Report {
+            summary,
+            cases,
+            source: "manifests".to_owned(),
+            via_manifests: Vec::new(),
+        }
     }
 
     pub fn write(&self, path: &Path) -> Result<(), ReportError> {

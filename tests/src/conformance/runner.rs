@@ -6,6 +6,10 @@
 //! from that family's pod IPs); any other case runs once and probes all families at once.
 //! The environment is reused between cases and rebuilt after a failed one, so that a
 //! failure cannot leak into the next case.
+//!
+//! With `--source kube` a case whose objects lose a field in the API server (a 1.20 server
+//! drops `endPort`) stops there and is listed in [`Runner::rerouted`], to be run through the
+//! manifest source instead.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +18,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::case::{Action, Case};
+use super::cli::Source;
 use super::env::{Env, EnvError};
 use super::report::{self, CaseReport, ProbeReport, Status, Target};
 use super::step::{self, StepCtx, StepError};
@@ -53,6 +58,45 @@ pub enum RunError {
     GaveUp(u32),
     #[error("interrupted")]
     Interrupted,
+    #[error("step {step}: action {action} is not supported with --source kube yet")]
+    NotWithKube { step: u32, action: String },
+}
+
+impl RunError {
+    /// What the API server dropped, when that stopped the case.
+    fn dropped_fields(&self) -> Option<String> {
+        match self {
+            RunError::Env(e) => e.dropped_fields(),
+            _ => None,
+        }
+    }
+}
+
+/// The actions `--source kube` carries out through the API.
+fn kube_supports(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::CreatePolicy { .. }
+            | Action::UpdatePolicy { .. }
+            | Action::DeletePolicy { .. }
+            | Action::DeleteAllPolicies {}
+            | Action::AddNamespaceLabels { .. }
+            | Action::SetNamespaceLabels { .. }
+            | Action::AddPodLabels { .. }
+            | Action::SetPodLabels { .. }
+            | Action::CreateNamespace { .. }
+            | Action::DeleteNamespace { .. }
+            | Action::CreatePod { .. }
+            | Action::DeletePod { .. }
+            | Action::Probe(_)
+    )
+}
+
+/// A case that needs the manifest source: its id and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rerouted {
+    pub id: String,
+    pub reason: String,
 }
 
 /// How to run.
@@ -67,6 +111,8 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Runner<'a> {
     opts: Options,
+    source: Source,
+    rerouted: Vec<Rerouted>,
     env: Option<Env>,
     build_failures: u32,
     interrupted: &'a AtomicBool,
@@ -100,10 +146,24 @@ impl<'a> Runner<'a> {
     pub fn new(opts: Options, interrupted: &'a AtomicBool) -> Self {
         Runner {
             opts,
+            source: Source::Manifests,
+            rerouted: Vec::new(),
             env: None,
             build_failures: 0,
             interrupted,
         }
+    }
+
+    /// Where the agents get the cluster state (default: manifests).
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// The cases that stopped because the API server dropped a field they need (their reports
+    /// are `skipped` placeholders), in the order they ran.
+    pub fn rerouted(&self) -> &[Rerouted] {
+        &self.rerouted
     }
 
     /// Runs every case in order, printing one line per case (and tables for failures).
@@ -147,9 +207,17 @@ impl<'a> Runner<'a> {
                 break;
             }
         }
-        let status = match &error {
-            Some(_) => Status::Failed,
-            None => report::case_status(&probes),
+        let dropped = error.as_ref().and_then(RunError::dropped_fields);
+        if let Some(why) = &dropped {
+            self.rerouted.push(Rerouted {
+                id: case.id.clone(),
+                reason: why.clone(),
+            });
+        }
+        let status = match (&error, &dropped) {
+            (_, Some(_)) => Status::Skipped,
+            (Some(_), None) => Status::Failed,
+            (None, None) => report::case_status(&probes),
         };
         if status == Status::Failed {
             if let Some(env) = &self.env {
@@ -158,9 +226,10 @@ impl<'a> Runner<'a> {
             // A fresh environment for the next case.
             self.env = None;
         }
-        let reason = match &error {
-            Some(e) => e.to_string(),
-            None => case_reason(&probes),
+        let reason = match (&error, &dropped) {
+            (_, Some(why)) => format!("needs the manifest source: {why}"),
+            (Some(e), None) => e.to_string(),
+            (None, None) => case_reason(&probes),
         };
         self.fill_not_run(case, &mut probes, error.as_ref());
         probes.sort_by_key(|p| (p.step, p.family, p.target));
@@ -180,7 +249,7 @@ impl<'a> Runner<'a> {
             if self.build_failures >= MAX_BUILD_FAILURES {
                 return Err(RunError::GaveUp(self.build_failures));
             }
-            match Env::build(self.opts.family, &self.opts.agent_bin) {
+            match Env::build(self.opts.family, &self.opts.agent_bin, self.source) {
                 Ok(env) => {
                     self.build_failures = 0;
                     self.env = Some(env);
@@ -201,6 +270,14 @@ impl<'a> Runner<'a> {
         out: &mut Vec<ProbeReport>,
         problems: &mut Vec<Value>,
     ) -> Result<(), RunError> {
+        if self.source == Source::Kube {
+            if let Some(step) = case.steps.iter().find(|s| !kube_supports(&s.action)) {
+                return Err(RunError::NotWithKube {
+                    step: step.step,
+                    action: action_name(&step.action),
+                });
+            }
+        }
         let mut world = World::new(&case.initial_state).map_err(RunError::Initial)?;
         let refs = template::reference_pods(case);
         let targets = self.opts.targets.clone();
@@ -294,6 +371,14 @@ fn fill_templates(
         },
         other => other.clone(),
     })
+}
+
+/// An action's name as the case file spells it (`create_policy`).
+fn action_name(action: &Action) -> String {
+    serde_json::to_value(action)
+        .ok()
+        .and_then(|v| v.get("action").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| format!("{action:?}"))
 }
 
 fn case_reason(probes: &[ProbeReport]) -> String {
