@@ -1,22 +1,37 @@
-//! The hand-written example of docs/policy.md (`docs/examples/three-tier/`): `explain` and
-//! `matrix` must print exactly what the docs show in `expected/`.
+//! The hand-written examples of docs/policy.md (`docs/examples/three-tier/`, NetworkPolicy only,
+//! and `docs/examples/tiered-shop/`, with ClusterNetworkPolicy Admin and Baseline tiers):
+//! `explain` and `matrix` must print exactly what the docs show in `expected/`.
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use palisade::cli::{explain, matrix, ExplainArgs, MatrixArgs};
 use palisade::model::Protocol;
 
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/examples/three-tier")
+const THREE_TIER: &str = "three-tier";
+const TIERED: &str = "tiered-shop";
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../docs/examples")
+        .join(name)
+}
+
+fn expected_in(example_name: &str, name: &str) -> String {
+    fs::read_to_string(example(example_name).join("expected").join(name))
+        .expect("expected output file")
 }
 
 fn expected(name: &str) -> String {
-    fs::read_to_string(example().join("expected").join(name)).expect("expected output file")
+    expected_in(THREE_TIER, name)
 }
 
 fn run_matrix(port: u16, json: bool) -> String {
+    matrix_of(THREE_TIER, port, json)
+}
+
+fn matrix_of(name: &str, port: u16, json: bool) -> String {
     let args = MatrixArgs {
-        manifests: example(),
+        manifests: example(name),
         port,
         protocol: Protocol::Tcp,
         json,
@@ -32,8 +47,12 @@ fn run_matrix(port: u16, json: bool) -> String {
 }
 
 fn run_explain(from: &str, to: &str, port: u16, json: bool) -> String {
+    explain_of(THREE_TIER, from, to, port, json)
+}
+
+fn explain_of(name: &str, from: &str, to: &str, port: u16, json: bool) -> String {
     let args = ExplainArgs {
-        manifests: example(),
+        manifests: example(name),
         from: from.to_owned(),
         to: to.to_owned(),
         port,
@@ -70,5 +89,86 @@ fn explain_matches_docs() {
     assert_eq!(
         run_explain("shop/api", "shop/db", 5432, true),
         expected("explain-api-to-db.json")
+    );
+}
+
+#[test]
+fn tiered_matrix_matches_docs() {
+    for port in [80, 5432] {
+        assert_eq!(
+            matrix_of(TIERED, port, false),
+            expected_in(TIERED, &format!("matrix-tcp-{port}.txt")),
+            "port {port}"
+        );
+    }
+    assert_eq!(
+        matrix_of(TIERED, 5432, true),
+        expected_in(TIERED, "matrix-tcp-5432.json")
+    );
+}
+
+#[test]
+fn tiered_explain_matches_docs() {
+    let cases = [
+        (
+            "sandbox/job",
+            "shop/db",
+            5432,
+            false,
+            "explain-job-to-db.txt",
+        ),
+        (
+            "monitoring/prom",
+            "shop/db",
+            5432,
+            false,
+            "explain-prom-to-db.txt",
+        ),
+        (
+            "monitoring/prom",
+            "shop/web",
+            80,
+            false,
+            "explain-prom-to-web.txt",
+        ),
+        ("shop/web", "shop/db", 5432, false, "explain-web-to-db.txt"),
+        ("shop/db", "shop/web", 80, true, "explain-db-to-web.json"),
+    ];
+    for (from, to, port, json, file) in cases {
+        let got = explain_of(TIERED, from, to, port, json);
+        assert_eq!(got, expected_in(TIERED, file), "{file}");
+        assert!(
+            got.contains("agrees with the reference") || got.contains("\"agrees\": true"),
+            "{file}: the compiled lookup must agree with the reference evaluator"
+        );
+    }
+}
+
+/// The docs' prose names these verdicts; keep them true.
+#[test]
+fn tiered_example_shows_every_tier_deciding() {
+    let m = matrix_of(TIERED, 5432, false);
+    let row = |from: &str| -> Vec<String> {
+        let line = m
+            .lines()
+            .find(|l| l.starts_with(&format!("{from}\t")))
+            .expect("row");
+        line.split('\t').skip(1).map(str::to_owned).collect()
+    };
+    // Columns: monitoring/prom, sandbox/job, shop/db, shop/web.
+    assert_eq!(
+        row("sandbox/job"),
+        ["D", "d", "D", "D"],
+        "Admin Deny, Baseline on itself"
+    );
+    assert_eq!(
+        row("monitoring/prom"),
+        ["a", "a", "X", "a"],
+        "Pass, then NP or Baseline"
+    );
+    assert_eq!(
+        row("shop/web"),
+        ["d", "d", ".", "d"],
+        "NetworkPolicy allows web -> db"
     );
 }

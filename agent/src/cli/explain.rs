@@ -5,12 +5,14 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::tiers::{self, SideFacts, TierTrace};
 use super::{load, CliError};
 use crate::compiler::{
     compile, verdict, CompileOptions, CompiledOutput, Direction, IdentityKey, SideDecision,
     IDENTITY_HOST, IDENTITY_WORLD,
 };
-use crate::model::{IntOrString, Model, ObjectKey, Protocol};
+use crate::model::{IntOrString, Model, ObjectKey, Pod, Protocol};
+use crate::reference::{endpoint_with_ip, SideAnswer};
 
 /// Arguments of `palisade explain --manifests DIR --from A --to B --port P [--protocol P] [--json]`.
 #[derive(Debug, Clone)]
@@ -41,6 +43,11 @@ pub struct SideExplanation {
     /// The identity of the peer address and what it stands for.
     pub peer_identity: Option<u32>,
     pub peer_description: Option<String>,
+    /// The walk through the tiers (Admin, NetworkPolicy, Baseline) by the reference evaluator,
+    /// checked against the compiled decision above; absent when this side is not a local pod
+    /// endpoint (or for an agent too old to send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<TierTrace>,
 }
 
 /// The explanation of one connection (after Service translation).
@@ -55,8 +62,23 @@ pub struct Explanation {
     /// `namespace/name` of the Service the destination was translated through, if any.
     pub service: Option<String>,
     pub allowed: bool,
+    /// Who decided the verdict: the denying side's ClusterNetworkPolicy rule or NetworkPolicy
+    /// isolation, or the rules that allowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// Whether the compiled lookup (what the dataplane does) agrees with the reference
+    /// evaluator on both sides.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agrees: Option<bool>,
+    /// Whether the model has ClusterNetworkPolicies (the text then shows every tier).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tiered: bool,
     pub egress: SideExplanation,
     pub ingress: SideExplanation,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A translated destination: name, IP and port.
@@ -197,6 +219,58 @@ fn side(
         rule,
         peer_identity: identity,
         peer_description: identity.map(|id| describe_identity(compiled, id)),
+        tiers: None,
+    }
+}
+
+/// The tier walk of one side, when both the compiled output and the reference see a local
+/// endpoint there.
+fn side_trace(
+    model: &Model,
+    facts: Option<SideFacts<'_>>,
+    answer: &SideAnswer,
+    decision: &SideDecision,
+) -> Option<TierTrace> {
+    let facts = facts?;
+    if matches!(decision, SideDecision::NotEndpoint) {
+        return None;
+    }
+    Some(tiers::trace(model, &facts, answer, decision))
+}
+
+/// Whether a side without a walk agrees: nothing to compare when the compiled output does not
+/// enforce it (a node-local compile), else the verdicts must match.
+fn plain_agrees(s: &SideExplanation, answer: &SideAnswer) -> bool {
+    s.tiers.as_ref().map_or_else(
+        || s.decision == "not_endpoint" || s.allowed == answer.allowed,
+        |t| t.agrees,
+    )
+}
+
+/// The final verdict's decider: the first denying side (egress is checked first, as the packet
+/// leaves the client), or every side that a rule allowed.
+fn verdict_decider(e: &Explanation) -> String {
+    let sides = [("egress", &e.egress), ("ingress", &e.ingress)];
+    let who = |s: &SideExplanation| s.endpoint.clone().unwrap_or_else(|| "-".to_owned());
+    let words = |s: &SideExplanation| {
+        s.tiers
+            .as_ref()
+            .map(|t| t.decided_by.clone())
+            .or_else(|| s.rule.clone())
+            .unwrap_or_else(|| s.decision.replace('_', " "))
+    };
+    if let Some((dir, s)) = sides.iter().find(|(_, s)| !s.allowed) {
+        return format!("{dir} of {}: {}", who(s), words(s));
+    }
+    let ruled: Vec<String> = sides
+        .iter()
+        .filter(|(_, s)| s.rule.is_some())
+        .map(|(dir, s)| format!("{dir} of {}: {}", who(s), words(s)))
+        .collect();
+    if ruled.is_empty() {
+        "no rule on either side: allowed by default".to_owned()
+    } else {
+        ruled.join("; ")
     }
 }
 
@@ -213,8 +287,8 @@ pub fn explain_model(
 }
 
 /// [`explain_model`] over output already compiled from `model`.
-pub fn explain_compiled(
-    model: &Model,
+pub fn explain_compiled<'a>(
+    model: &'a Model,
     compiled: &CompiledOutput,
     from: &str,
     to: &str,
@@ -227,9 +301,33 @@ pub fn explain_compiled(
         Some((svc, backends)) => (Some(svc), backends),
         None => (None, vec![(to_name, to_ip, port)]),
     };
+    let tiered = !model.cluster_policies.is_empty();
     let explain = |(to, to_ip, port): Target| {
         let v = verdict(compiled, from_ip, to_ip, protocol, port);
-        Explanation {
+        let node = compiled.options.allow_node_traffic;
+        let r = tiers::reference_answer(model, node, from_ip, to_ip, protocol, port);
+        let (client, server) = (
+            endpoint_with_ip(model, from_ip),
+            endpoint_with_ip(model, to_ip),
+        );
+        let facts = |pod: Option<&'a Pod>, egress, peer_ip, peer_pod| {
+            pod.map(|pod| SideFacts {
+                pod,
+                egress,
+                peer_ip,
+                peer_pod,
+                protocol,
+                port,
+            })
+        };
+        let mut egress = side(compiled, v.client.as_ref(), Direction::Egress, &v.egress);
+        let f = facts(client, true, to_ip, server);
+        egress.tiers = side_trace(model, f, &r.egress, &v.egress);
+        let mut ingress = side(compiled, v.server.as_ref(), Direction::Ingress, &v.ingress);
+        let f = facts(server, false, from_ip, client);
+        ingress.tiers = side_trace(model, f, &r.ingress, &v.ingress);
+        let agrees = plain_agrees(&egress, &r.egress) && plain_agrees(&ingress, &r.ingress);
+        let mut e = Explanation {
             from: from_name.clone(),
             from_ip,
             to,
@@ -238,14 +336,19 @@ pub fn explain_compiled(
             port,
             service: service.clone(),
             allowed: v.allowed,
-            egress: side(compiled, v.client.as_ref(), Direction::Egress, &v.egress),
-            ingress: side(compiled, v.server.as_ref(), Direction::Ingress, &v.ingress),
-        }
+            decided_by: None,
+            agrees: Some(agrees),
+            tiered,
+            egress,
+            ingress,
+        };
+        e.decided_by = Some(verdict_decider(&e));
+        e
     };
     Ok(targets.into_iter().map(explain).collect())
 }
 
-fn render_side(out: &mut String, label: &str, s: &SideExplanation) {
+fn render_side(out: &mut String, label: &str, s: &SideExplanation, tiered: bool) {
     let who = s.endpoint.as_deref().unwrap_or("-");
     let peer = match (&s.peer_identity, &s.peer_description) {
         (Some(id), Some(d)) => format!(" (peer identity {id}: {d})"),
@@ -255,17 +358,68 @@ fn render_side(out: &mut String, label: &str, s: &SideExplanation) {
         "not_endpoint" => "not a local pod endpoint: nothing enforced on this side".to_owned(),
         "node_traffic" => "traffic with the pod's own node is allowed by default".to_owned(),
         "not_isolated" => format!("no policy selects {who} for {label}: allowed"),
+        "allowed" if s.isolated_by.is_empty() => {
+            format!("allowed by {}{peer}", s.rule.as_deref().unwrap_or("?"))
+        }
         "allowed" => format!(
             "isolated by {}; allowed by {}{peer}",
             s.isolated_by.join(", "),
             s.rule.as_deref().unwrap_or("?")
         ),
+        _ if s.rule.is_some() => format!("denied by {}{peer}", s.rule.as_deref().unwrap_or("?")),
         _ => format!(
             "isolated by {}; no rule allows it{peer}",
             s.isolated_by.join(", ")
         ),
     };
-    out.push_str(&format!("  {label} of {who}: {why}\n"));
+    let Some(t) = s.tiers.as_ref().filter(|_| tiered) else {
+        out.push_str(&format!("  {label} of {who}: {why}\n"));
+        return;
+    };
+    let headline = match (s.allowed, t.tier.as_deref()) {
+        (true, Some("Default")) => format!("allowed, {}", t.decided_by),
+        (true, _) => format!("allowed by {}", t.decided_by),
+        (false, _) => format!("DENIED by {}", t.decided_by),
+    };
+    out.push_str(&format!("  {label} of {who}: {headline}{peer}\n"));
+    let isolated = if s.isolated_by.is_empty() {
+        format!("no policy selects {who} for {label}")
+    } else {
+        format!("isolated by {}", s.isolated_by.join(", "))
+    };
+    let np = match t.tier.as_deref() {
+        Some("NetworkPolicy") if s.allowed => format!("{isolated}; allowed by {}", t.decided_by),
+        Some("NetworkPolicy") => format!("{isolated}; no rule allows it"),
+        _ => format!("{isolated}: no decision, on to the next tier"),
+    };
+    tiers::render(out, t, &np);
+}
+
+/// The check line: does the compiled lookup agree with the reference evaluator?
+fn render_check(out: &mut String, e: &Explanation) {
+    match e.agrees {
+        None => {}
+        Some(true) => out.push_str(
+            "  check: the compiled lookup (what the dataplane does) agrees with the reference evaluator\n",
+        ),
+        Some(false) => {
+            let mut diffs = Vec::new();
+            for (dir, s) in [("egress", &e.egress), ("ingress", &e.ingress)] {
+                if let Some(t) = s.tiers.as_ref().filter(|t| !t.agrees) {
+                    diffs.push(format!(
+                        "{dir}: reference {} by {}, compiled {}",
+                        if t.reference_allowed { "allowed" } else { "denied" },
+                        t.decided_by,
+                        t.compiled.as_deref().unwrap_or("?")
+                    ));
+                }
+            }
+            out.push_str(&format!(
+                "  check: MISMATCH between the compiled lookup and the reference evaluator: {}\n",
+                diffs.join("; ")
+            ));
+        }
+    }
 }
 
 /// Renders explanations as text.
@@ -282,8 +436,14 @@ pub fn render_text(explanations: &[Explanation]) -> String {
             "{} ({}) -> {} ({}) {}/{}{via}: {verdict}\n",
             e.from, e.from_ip, e.to, e.to_ip, e.protocol, e.port
         ));
-        render_side(&mut out, "egress", &e.egress);
-        render_side(&mut out, "ingress", &e.ingress);
+        if e.tiered {
+            if let Some(d) = &e.decided_by {
+                out.push_str(&format!("  decided by {d}\n"));
+            }
+        }
+        render_side(&mut out, "egress", &e.egress, e.tiered);
+        render_side(&mut out, "ingress", &e.ingress, e.tiered);
+        render_check(&mut out, e);
     }
     out
 }

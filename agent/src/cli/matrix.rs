@@ -6,7 +6,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use super::{load, CliError};
-use crate::compiler::{compile, verdict, CompileOptions, CompiledOutput};
+use crate::compiler::{
+    compile, verdict, CompileOptions, CompiledOutput, SideDecision, Tier, Verdict,
+};
 use crate::model::{Model, ObjectKey, Protocol};
 
 /// Arguments of `palisade matrix --manifests DIR --port PORT [--protocol P] [--json]`.
@@ -24,6 +26,50 @@ pub struct Cell {
     pub from: String,
     pub to: String,
     pub allowed: bool,
+    /// `Admin` or `Baseline` when a ClusterNetworkPolicy rule decided the cell: the denying
+    /// side's Deny rule, else an Accept rule that allowed a side (Admin before Baseline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tier: Option<Tier>,
+    /// That rule, e.g. `ClusterNetworkPolicy deny-x (Admin) ingress[0] "name"`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+impl Cell {
+    /// The cell's character: `.` allowed, `X` denied (by NetworkPolicy isolation), and when a
+    /// ClusterNetworkPolicy decided it `A`/`D` (Admin Accept/Deny) or `a`/`d` (Baseline
+    /// Accept/Deny).
+    pub fn mark(&self) -> char {
+        match (self.tier, self.allowed) {
+            (Some(Tier::Admin), true) => 'A',
+            (Some(Tier::Admin), false) => 'D',
+            (Some(Tier::Baseline), true) => 'a',
+            (Some(Tier::Baseline), false) => 'd',
+            (_, true) => '.',
+            (_, false) => 'X',
+        }
+    }
+}
+
+/// The legend printed under a matrix that has ClusterNetworkPolicy marks.
+pub const LEGEND: &str = "legend: . allowed  X denied by NetworkPolicy isolation  A/D allowed/denied by an Admin ClusterNetworkPolicy rule  a/d allowed/denied by a Baseline ClusterNetworkPolicy rule";
+
+/// The ClusterNetworkPolicy rule that decided a verdict, if one did.
+fn cluster_decider(v: &Verdict) -> Option<(Tier, String)> {
+    let sides = [&v.egress, &v.ingress];
+    let cluster = |d: &SideDecision| {
+        d.rule()
+            .filter(|r| r.is_cluster())
+            .map(|r| (r.tier, r.to_string()))
+    };
+    if !v.allowed {
+        let denier = sides.into_iter().find(|d| !d.allows())?;
+        return cluster(denier);
+    }
+    let accepts: Vec<(Tier, String)> = sides.into_iter().filter_map(cluster).collect();
+    accepts
+        .into_iter()
+        .min_by_key(|(tier, _)| *tier != Tier::Admin)
 }
 
 /// The table, rows = from, columns = to, in pod order.
@@ -53,9 +99,17 @@ impl Matrix {
                     .cells
                     .get(row * self.pods.len() + col)
                     .is_some_and(|c| c.allowed);
+                let mark = self
+                    .cells
+                    .get(row * self.pods.len() + col)
+                    .map_or(if allowed { '.' } else { 'X' }, Cell::mark);
                 out.push('\t');
-                out.push(if allowed { '.' } else { 'X' });
+                out.push(mark);
             }
+            out.push('\n');
+        }
+        if self.cells.iter().any(|c| c.tier.is_some()) {
+            out.push_str(LEGEND);
             out.push('\n');
         }
         out
@@ -94,10 +148,13 @@ pub fn compute_matrix(
     for (from, from_ip) in pods {
         for (to, to_ip) in pods {
             let v = verdict(compiled, *from_ip, *to_ip, protocol, port);
+            let (tier, rule) = cluster_decider(&v).unzip();
             cells.push(Cell {
                 from: from.to_string(),
                 to: to.to_string(),
                 allowed: v.allowed,
+                tier,
+                rule,
             });
         }
     }

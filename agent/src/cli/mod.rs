@@ -4,10 +4,13 @@
 
 pub mod args;
 pub mod explain;
+#[cfg(test)]
+mod explain_tests;
 pub mod lint;
 pub mod live;
 pub mod matrix;
 pub mod svg;
+pub mod tiers;
 
 use std::io::Write;
 use std::path::Path;

@@ -1,16 +1,37 @@
 //! `palisade matrix --svg FILE`: the reachability matrix as a picture. Rows are sources, columns
 //! destinations, pods grouped by namespace (bands and separators), allowed cells green with a
-//! check mark, denied cells red with a cross; the protocol and port in the title.
+//! check mark, denied cells red with a cross; the protocol and port in the title. Cells a
+//! ClusterNetworkPolicy rule decided carry the matrix's letter (`A`/`D` Admin Accept/Deny, `a`/`d`
+//! Baseline) in their own shade, and the rule in their tooltip.
 
 use std::{fmt::Write as _, io::Write, path::Path};
 
+use super::matrix::Cell;
 use super::{load, matrix_for_model, CliError, Matrix, MatrixArgs};
+use crate::compiler::Tier;
 
 const CELL: usize = 28;
 const FONT: usize = 13;
 const PAD: usize = 16;
 const ALLOWED: &str = "#2e9d4f";
 const DENIED: &str = "#d64545";
+const ADMIN_ACCEPT: &str = "#1b6e34";
+const ADMIN_DENY: &str = "#8e1b1b";
+const BASELINE_ACCEPT: &str = "#5fbf7a";
+const BASELINE_DENY: &str = "#e07b24";
+
+/// A cell's fill, mark and tooltip word.
+fn style(cell: &Cell) -> (&'static str, &'static str, String) {
+    let rule = cell.rule.as_deref().unwrap_or("?");
+    match (cell.tier, cell.allowed) {
+        (Some(Tier::Admin), true) => (ADMIN_ACCEPT, "A", format!("allowed by {rule}")),
+        (Some(Tier::Admin), false) => (ADMIN_DENY, "D", format!("denied by {rule}")),
+        (Some(Tier::Baseline), true) => (BASELINE_ACCEPT, "a", format!("allowed by {rule}")),
+        (Some(Tier::Baseline), false) => (BASELINE_DENY, "d", format!("denied by {rule}")),
+        (_, true) => (ALLOWED, "✓", "allowed".to_owned()),
+        (_, false) => (DENIED, "✗", "denied".to_owned()),
+    }
+}
 
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
@@ -55,7 +76,7 @@ pub fn render(m: &Matrix) -> String {
     bands(&mut s, m, left, top);
     labels(&mut s, m, left, top);
     cells(&mut s, m, left, top);
-    legend(&mut s, left + n * CELL + 24, top);
+    legend(&mut s, m, left + n * CELL + 24, top);
     s.push_str("</svg>\n");
     s
 }
@@ -124,11 +145,8 @@ fn cells(s: &mut String, m: &Matrix, left: usize, top: usize) {
     for (idx, cell) in m.cells.iter().enumerate().take(n * n) {
         let (row, col) = (idx / n, idx % n);
         let (x, y) = (left + col * CELL, top + row * CELL);
-        let (fill, mark, word) = if cell.allowed {
-            (ALLOWED, "✓", "allowed")
-        } else {
-            (DENIED, "✗", "denied")
-        };
+        let (fill, mark, word) = style(cell);
+        let word = escape(&word);
         let _ = writeln!(
             s,
             r#"<g><title>{} → {} {}/{}: {word}</title><rect x="{}" y="{}" width="{}" height="{}" rx="3" fill="{fill}"/><text x="{}" y="{}" fill="white" text-anchor="middle" font-weight="bold">{mark}</text></g>"#,
@@ -146,11 +164,20 @@ fn cells(s: &mut String, m: &Matrix, left: usize, top: usize) {
     }
 }
 
-fn legend(s: &mut String, x: usize, y: usize) {
-    for (i, (fill, mark, text)) in [(ALLOWED, "✓", "allowed"), (DENIED, "✗", "denied")]
-        .into_iter()
-        .enumerate()
-    {
+fn legend(s: &mut String, m: &Matrix, x: usize, y: usize) {
+    let mut entries = vec![(ALLOWED, "✓", "allowed"), (DENIED, "✗", "denied")];
+    let tiered = [
+        (ADMIN_ACCEPT, "A", "Admin Accept"),
+        (ADMIN_DENY, "D", "Admin Deny"),
+        (BASELINE_ACCEPT, "a", "Baseline Accept"),
+        (BASELINE_DENY, "d", "Baseline Deny"),
+    ];
+    for entry in tiered {
+        if m.cells.iter().any(|c| style(c).1 == entry.1) {
+            entries.push(entry);
+        }
+    }
+    for (i, (fill, mark, text)) in entries.into_iter().enumerate() {
         let y = y + i * (CELL + 6);
         let _ = writeln!(
             s,
@@ -196,6 +223,8 @@ mod tests {
                     from: f.clone(),
                     to: t.clone(),
                     allowed: f == t,
+                    tier: None,
+                    rule: None,
                 })
             })
             .collect();
@@ -219,5 +248,43 @@ mod tests {
             vec![("x".into(), 0, 2), ("y".into(), 2, 1)]
         );
         assert!(svg.contains("x/a → y/c TCP/80: denied"));
+        assert!(
+            !svg.contains(ADMIN_DENY),
+            "no tier shades without tier cells"
+        );
+    }
+
+    #[test]
+    fn tier_cells_get_their_letter_shade_rule_and_legend() {
+        let pods: Vec<String> = vec!["x/a".into(), "y/b".into()];
+        let cell = |from: &str, to: &str, allowed, tier| Cell {
+            from: from.into(),
+            to: to.into(),
+            allowed,
+            tier,
+            rule: tier.map(|_| "ClusterNetworkPolicy p (Admin) ingress[0]".to_owned()),
+        };
+        let m = Matrix {
+            protocol: Protocol::Tcp,
+            port: 80,
+            pods,
+            cells: vec![
+                cell("x/a", "x/a", true, None),
+                cell("x/a", "y/b", false, Some(Tier::Admin)),
+                cell("y/b", "x/a", false, Some(Tier::Baseline)),
+                cell("y/b", "y/b", true, None),
+            ],
+        };
+        let svg = render(&m);
+        assert_eq!(svg.matches(ADMIN_DENY).count(), 1 + 1, "cell and legend");
+        assert_eq!(svg.matches(BASELINE_DENY).count(), 1 + 1);
+        assert!(
+            !svg.contains(ADMIN_ACCEPT),
+            "legend lists only marks in use"
+        );
+        assert!(
+            svg.contains("x/a → y/b TCP/80: denied by ClusterNetworkPolicy p (Admin) ingress[0]")
+        );
+        assert!(svg.contains(">D</text>") && svg.contains(">Admin Deny</text>"));
     }
 }
