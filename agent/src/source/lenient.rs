@@ -213,6 +213,15 @@ fn egress_rule(peer: NetworkPolicyPeer) -> EgressRule {
     }
 }
 
+/// Whether a rule with these peers is the stand-in for a rule that could not be read (for tests
+/// and tools that compare a policy with the same policy without its unreadable rules).
+pub fn is_stand_in_rule(peers: Option<&[NetworkPolicyPeer]>) -> bool {
+    let prefix = format!("{MARK} rule (");
+    matches!(peers, Some([peer]) if peer.pod_selector.is_none()
+        && peer.namespace_selector.is_none()
+        && peer.ip_block.as_ref().is_some_and(|b| b.cidr.starts_with(&prefix)))
+}
+
 /// A peer that matches nothing: an ipBlock whose CIDR text says why (the compiler reports an
 /// invalid CIDR and drops the peer; a rule whose every peer is invalid matches nothing).
 fn stand_in_peer(reason: &str) -> NetworkPolicyPeer {

@@ -201,6 +201,8 @@ fn an_unreadable_rule_keeps_the_others_in_place() {
         .cidr
         .starts_with("unreadable rule (ports[0].endPort: invalid type"));
     assert_eq!(rules[0].ports, None);
+    assert!(is_stand_in_rule(rules[0].from.as_deref()));
+    assert!(!is_stand_in_rule(rules[1].from.as_deref()));
 }
 
 #[test]

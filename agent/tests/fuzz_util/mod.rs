@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod corpus;
+pub mod fail_closed;
 pub mod gen;
 pub mod mutate;
 pub mod regressions;
@@ -42,8 +43,12 @@ pub struct Stats {
     pub changes: u64,
     pub notes: u64,
     pub policies_loaded: u64,
-    /// Policy documents dropped whole by the loader (a type error in `spec`).
+    /// Notes about NetworkPolicy documents: a part of `spec` that did not read (a type error;
+    /// the policy loads with it failing closed) or a document skipped. The name predates the
+    /// lenient reader, when such a policy was dropped whole.
     pub policies_dropped: u64,
+    /// Models checked to allow no more than without their unreadable rules.
+    pub fail_closed_checks: u64,
     pub problems: u64,
     pub isolated_directions: u64,
     pub compiles: u64,
@@ -64,6 +69,7 @@ impl Stats {
         self.notes += o.notes;
         self.policies_loaded += o.policies_loaded;
         self.policies_dropped += o.policies_dropped;
+        self.fail_closed_checks += o.fail_closed_checks;
         self.problems += o.problems;
         self.isolated_directions += o.isolated_directions;
         self.compiles += o.compiles;
@@ -324,6 +330,11 @@ pub fn run_one(
         allow_node_traffic: rng.chance(3, 4),
     };
     for m in [&model, &after] {
+        if guarded("fail-closed check", || {
+            fail_closed::never_more_than_removed(m, &options)
+        })?? {
+            stats.fail_closed_checks += 1;
+        }
         let out = guarded("compile", || compile(m, &options))?;
         stats.compiles += 1;
         stats.problems += out.problems.len() as u64;
