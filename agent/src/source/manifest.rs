@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
+use super::lenient;
 use crate::model::{
     ClusterNetworkPolicy, ClusterNetworkPolicySpec, ContainerPort, IntOrString, Labels, Model,
-    ModelChange, Namespace, NetworkPolicy, NetworkPolicySpec, Node, Pod, Protocol, Service,
-    ServicePort, CLUSTER_POLICY_API_VERSION,
+    ModelChange, Namespace, NetworkPolicy, Node, Pod, Protocol, Service, ServicePort,
+    CLUSTER_POLICY_API_VERSION,
 };
 
 /// What can go wrong loading manifests. Only [`ManifestError::ReadDir`] aborts a load; the others
@@ -167,6 +168,9 @@ fn load_value(
         }
         return;
     }
+    if kind == "NetworkPolicy" {
+        notes.extend(unreadable_notes(value).iter().map(|e| note(file, index, e)));
+    }
     match object(kind, value) {
         Ok(change) => changes.push(change),
         Err(err) => notes.push(note(file, index, &err)),
@@ -198,12 +202,8 @@ pub(crate) fn object(kind: &str, v: &Value) -> Result<ModelChange, ManifestError
                     name,
                 });
             }
-            let spec_value = v
-                .get("spec")
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            let spec: NetworkPolicySpec =
-                serde_json::from_value(spec_value).map_err(|e| ctx.field("spec", e))?;
+            // Never dropped for a type error: what cannot be read fails closed (`lenient`).
+            let (spec, _) = lenient::policy_spec(v.get("spec"));
             Ok(ModelChange::UpsertPolicy(NetworkPolicy {
                 namespace,
                 name,
@@ -233,6 +233,20 @@ pub(crate) fn object(kind: &str, v: &Value) -> Result<ModelChange, ManifestError
             name,
         }),
     }
+}
+
+/// The parts of a NetworkPolicy's spec that could not be read and what stands in for them.
+fn unreadable_notes(v: &Value) -> Vec<ManifestError> {
+    let name = str_at(v, &["metadata", "name"]).unwrap_or_default();
+    let ctx = Ctx {
+        kind: "NetworkPolicy",
+        name,
+    };
+    let (_, unreadable) = lenient::policy_spec(v.get("spec"));
+    unreadable
+        .iter()
+        .map(|u| ctx.field(&u.field, format!("{}; {}", u.reason, u.instead)))
+        .collect()
 }
 
 struct Ctx<'a> {
