@@ -251,12 +251,18 @@ pub fn invalid(model: &Model, out: &mut Vec<Finding>) {
             crate::compiler::Severity::Error => Severity::Error,
             crate::compiler::Severity::Warning => Severity::Warning,
         };
+        // ClusterNetworkPolicies are cluster-scoped: their problems carry an empty namespace.
+        let kind = if p.policy.namespace.is_empty() {
+            "ClusterNetworkPolicy"
+        } else {
+            "NetworkPolicy"
+        };
         out.push(
             Finding::new(
                 "invalid-policy",
                 severity,
                 &p.policy.namespace,
-                format!("NetworkPolicy/{}", p.policy.name),
+                format!("{kind}/{}", p.policy.name),
             )
             .at(p.field.clone())
             .says(

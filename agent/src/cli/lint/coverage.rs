@@ -4,21 +4,49 @@
 use std::collections::BTreeMap;
 
 use super::{
+    cluster_select::{subject_pods, tier},
     select::{has_type, selects, side_allows, Dir},
     Finding, Severity,
 };
-use crate::model::{Model, Pod, Protocol};
+use crate::model::{LabelSelector, Model, Pod, Protocol};
 
 /// Pods policy applies to (hostNetwork pods are not endpoints).
 fn endpoints(model: &Model) -> impl Iterator<Item = &Pod> {
     model.pods.values().filter(|p| !p.host_network)
 }
 
+/// Isolated by NetworkPolicy, or under a ClusterNetworkPolicy default deny for `dir`.
 fn isolated(model: &Model, pod: &Pod, dir: Dir) -> bool {
     model
         .policies
         .values()
         .any(|p| selects(p, pod) && has_type(p, dir))
+        || cluster_default_deny(model, pod, dir)
+}
+
+/// A ClusterNetworkPolicy (either tier) that applies to `pod` with a Deny rule for `dir` on
+/// every port from or to every namespace (`namespaces: {}`): the pod is locked down for that
+/// direction as a NetworkPolicy default deny would.
+fn cluster_default_deny(model: &Model, pod: &Pod, dir: Dir) -> bool {
+    let egress = dir == Dir::Egress;
+    let every_namespace = |sel: &LabelSelector| {
+        sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    };
+    model
+        .cluster_policies
+        .values()
+        .filter(|p| tier(p).is_some())
+        .filter(|p| subject_pods(model, p).iter().any(|s| s.key() == pod.key()))
+        .flat_map(|p| p.rules(egress))
+        .any(|r| {
+            r.action == "Deny"
+                && r.protocols.is_none_or(|l| l.is_empty())
+                && r.peers
+                    .into_iter()
+                    .flatten()
+                    .any(|peer| peer.namespaces.as_ref().is_some_and(every_namespace))
+        })
 }
 
 fn names(pods: &[&Pod]) -> String {

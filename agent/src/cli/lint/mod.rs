@@ -2,6 +2,10 @@
 //! running agent's model. Codes are stable and documented in `docs/lint.md`.
 
 mod checks;
+mod cluster;
+pub mod cluster_select;
+#[cfg(test)]
+mod cluster_tests;
 mod coverage;
 pub mod select;
 
@@ -37,7 +41,7 @@ impl fmt::Display for Severity {
 }
 
 /// Every stable code, in the order `docs/lint.md` lists them.
-pub const CODES: [&str; 11] = [
+pub const CODES: [&str; 15] = [
     "unisolated-ingress",
     "unisolated-egress",
     "egress-without-dns",
@@ -49,6 +53,10 @@ pub const CODES: [&str; 11] = [
     "selects-host-network-pod",
     "invalid-policy",
     "isolation-coverage",
+    "cluster-rule-shadowed",
+    "cluster-priority-overlap",
+    "baseline-pass",
+    "baseline-unreachable",
 ];
 
 /// One finding. The JSON form has exactly the public fields; `field` and `file` locate it for
@@ -58,7 +66,8 @@ pub struct Finding {
     pub code: String,
     pub severity: Severity,
     pub namespace: String,
-    /// `Kind/name`, e.g. `NetworkPolicy/allow-db` or `Namespace/shop`.
+    /// `Kind/name`, e.g. `NetworkPolicy/allow-db`, `Namespace/shop` or
+    /// `ClusterNetworkPolicy/guardrails` (cluster-scoped: `namespace` is empty).
     pub object: String,
     pub message: String,
     pub fix: String,
@@ -108,6 +117,7 @@ pub fn lint_model(model: &Model) -> Vec<Finding> {
     coverage::isolation(model, &mut out);
     coverage::dns(model, &mut out);
     checks::policies(model, &mut out);
+    cluster::policies(model, &mut out);
     checks::invalid(model, &mut out);
     out.sort_by(|a, b| {
         (a.severity, &a.namespace, &a.object, &a.code, &a.field).cmp(&(
@@ -143,6 +153,7 @@ fn object_files(dir: &Path) -> BTreeMap<String, PathBuf> {
                 ModelChange::UpsertPolicy(p) => format!("NetworkPolicy/{}", p.key()),
                 ModelChange::UpsertPod(p) => format!("Pod/{}", p.key()),
                 ModelChange::UpsertNamespace(n) => format!("Namespace/{}", n.name),
+                ModelChange::UpsertClusterPolicy(p) => format!("ClusterNetworkPolicy/{}", p.name),
                 _ => continue,
             };
             out.entry(key).or_insert_with(|| path.clone());
@@ -158,7 +169,7 @@ pub fn lint_dir(dir: &Path, err: &mut dyn Write) -> Result<Vec<Finding>, CliErro
     let mut findings = lint_model(&model);
     for f in &mut findings {
         let name = f.object.split_once('/').map(|(kind, name)| {
-            if kind == "Namespace" {
+            if kind == "Namespace" || f.namespace.is_empty() {
                 f.object.clone()
             } else {
                 format!("{kind}/{}", ObjectKey::new(&f.namespace, name))
@@ -183,9 +194,14 @@ pub fn render_text(findings: &[Finding]) -> String {
             .as_ref()
             .map(|p| format!(" ({})", p.display()))
             .unwrap_or_default();
+        let namespace = if f.namespace.is_empty() {
+            String::new()
+        } else {
+            format!(" in namespace {}", f.namespace)
+        };
         out.push_str(&format!(
-            "{}[{}] {} in namespace {}{field}{file}\n    {}\n",
-            f.severity, f.code, f.object, f.namespace, f.message
+            "{}[{}] {}{namespace}{field}{file}\n    {}\n",
+            f.severity, f.code, f.object, f.message
         ));
         if !f.fix.is_empty() {
             out.push_str(&format!("    fix: {}\n", f.fix));
