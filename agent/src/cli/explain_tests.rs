@@ -167,7 +167,10 @@ fn each_tier_decides_and_the_compiled_lookup_agrees() {
     let (matrix81, _) = matrix_for_model(&m, Protocol::Tcp, 81, None);
     for (from, to, port, allowed, tier, decider, mark) in rows {
         let e = one(&m, from, to, port);
-        let row = format!("{from} -> {to}:{port}\n{}", render_text(std::slice::from_ref(&e)));
+        let row = format!(
+            "{from} -> {to}:{port}\n{}",
+            render_text(std::slice::from_ref(&e))
+        );
         assert_eq!(e.allowed, allowed, "{row}");
         assert_eq!(e.agrees, Some(true), "{row}");
         let t = e.ingress.tiers.as_ref().expect("ingress walked");
