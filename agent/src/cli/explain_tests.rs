@@ -259,3 +259,50 @@ fn networkpolicy_only_models_keep_the_plain_format() {
     assert!(!matrix.render_text().contains("legend"));
     assert!(!matrix.render_json().expect("json").contains("tier"));
 }
+
+/// Baseline priority 0 on y: Pass from x, then (priority 1) Deny from everything.
+const BASELINE_PASS: &str = r#"
+apiVersion: policy.networking.k8s.io/v1alpha2
+kind: ClusterNetworkPolicy
+metadata: {name: floor-pass}
+spec:
+  tier: Baseline
+  priority: 0
+  subject: {namespaces: {matchLabels: {team: blue}}}
+  ingress: [{name: pass-red, action: Pass, from: [{namespaces: {matchLabels: {team: red}}}]}]
+"#;
+
+#[test]
+fn a_baseline_pass_ends_the_tier_with_the_default_allow() {
+    // The floor's Deny after the Pass: priority 1 (a larger value is evaluated later).
+    let later_floor = BASELINE.replace("priority: 0", "priority: 1");
+    let m = model(&[BASE, BASELINE_PASS, &later_floor]);
+    let e = one(&m, "x/a", "y/c", 80);
+    assert!(e.allowed);
+    assert_eq!(e.agrees, Some(true));
+    let t = e.ingress.tiers.as_ref().expect("walked");
+    assert_eq!(t.tier.as_deref(), Some("Default"));
+    assert!(
+        t.decided_by
+            .contains("\"pass-red\": Pass ended the Baseline tier"),
+        "{}",
+        t.decided_by
+    );
+    let text = render_text(&[e]);
+    assert!(
+        text.contains("Pass  <- decides: Pass ends the tier"),
+        "{text}"
+    );
+    assert!(text.contains("\"deny-all\": Deny  (not reached)"), "{text}");
+    let (matrix, _) = matrix_for_model(&m, Protocol::Tcp, 80, None);
+    let cell = matrix
+        .cells
+        .iter()
+        .find(|c| c.from == "x/a" && c.to == "y/c")
+        .expect("cell");
+    assert_eq!(
+        cell.mark(),
+        '.',
+        "the default allow is not a rule's verdict"
+    );
+}

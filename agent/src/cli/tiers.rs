@@ -264,17 +264,26 @@ pub fn reference_answer(
 /// Renders the tier lines of one side (under the side's headline), `np_line` being the
 /// NetworkPolicy tier's own explanation.
 pub fn render(out: &mut String, t: &TierTrace, np_line: &str) {
-    render_tier(out, "1. Admin tier", &t.admin, true);
+    let admin_pass = "  <- decides: Pass, on to NetworkPolicy";
+    render_tier(out, "1. Admin tier", &t.admin, true, admin_pass);
     let np = if t.network_policy_evaluated {
         np_line.to_owned()
     } else {
         "not evaluated (the Admin tier decided)".to_owned()
     };
     out.push_str(&format!("    2. NetworkPolicy: {np}\n"));
-    render_tier(out, "3. Baseline tier", &t.baseline, t.baseline_evaluated);
+    let baseline_pass = "  <- decides: Pass ends the tier, nothing after it (default allow)";
+    let (rules, evaluated) = (&t.baseline, t.baseline_evaluated);
+    render_tier(out, "3. Baseline tier", rules, evaluated, baseline_pass);
 }
 
-fn render_tier(out: &mut String, label: &str, rules: &[TierRule], evaluated: bool) {
+fn render_tier(
+    out: &mut String,
+    label: &str,
+    rules: &[TierRule],
+    evaluated: bool,
+    pass_note: &str,
+) {
     let state = if evaluated { "" } else { " (not evaluated)" };
     if rules.is_empty() {
         out.push_str(&format!("    {label}{state}: no rule matches\n"));
@@ -283,7 +292,7 @@ fn render_tier(out: &mut String, label: &str, rules: &[TierRule], evaluated: boo
     out.push_str(&format!("    {label}{state}:\n"));
     for r in rules {
         let note = match (r.reached, r.action.as_str()) {
-            (true, "Pass") => "  <- decides: Pass, on to the next tier",
+            (true, "Pass") => pass_note,
             (true, _) => "  <- decides",
             (false, _) => "  (not reached)",
         };
