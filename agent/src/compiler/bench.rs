@@ -269,6 +269,86 @@ pub fn run_default() -> BenchReport {
     run(BenchSize::default())
 }
 
+/// What the ClusterNetworkPolicy benchmark measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterBenchReport {
+    pub pods: usize,
+    pub policies: usize,
+    pub cluster_policies: usize,
+    /// Full compile without the ClusterNetworkPolicies, then with them.
+    pub full_compile: Duration,
+    pub full_compile_with_cluster_policies: Duration,
+    pub tables: usize,
+    pub table_entries: usize,
+    /// One more Admin policy applied incrementally (median), and the endpoints it changed.
+    pub add_cluster_policy: Duration,
+    pub add_endpoints_changed: usize,
+}
+
+/// ClusterNetworkPolicies over the synthetic cluster: an Admin Pass of one team, an Admin Deny
+/// between two teams, an Admin Accept of one app's metrics port from everywhere, and a Baseline
+/// default deny (ingress from pods, egress SMTP to anywhere).
+pub fn synthetic_cluster_policies() -> Vec<crate::model::ClusterNetworkPolicy> {
+    let yaml = r#"
+- name: pass-team2
+  spec: {tier: Admin, priority: 1, subject: {namespaces: {}},
+         ingress: [{action: Pass, from: [{namespaces: {matchLabels: {team: team2}}}]}]}
+- name: team1-not-team0
+  spec: {tier: Admin, priority: 10, subject: {namespaces: {matchLabels: {team: team0}}},
+         ingress: [{action: Deny, from: [{namespaces: {matchLabels: {team: team1}}}]}]}
+- name: metrics
+  spec: {tier: Admin, priority: 20,
+         subject: {pods: {namespaceSelector: {}, podSelector: {matchLabels: {app: app0}}}},
+         ingress: [{action: Accept, from: [{namespaces: {}}], protocols: [{tcp: {destinationPort: {number: 9090}}}]}]}
+- name: baseline
+  spec: {tier: Baseline, priority: 0, subject: {namespaces: {}},
+         ingress: [{action: Deny, from: [{namespaces: {}}]}],
+         egress: [{action: Deny, to: [{networks: [0.0.0.0/0]}], protocols: [{tcp: {destinationPort: {number: 25}}}]}]}
+"#;
+    serde_yaml::from_str(yaml).expect("the synthetic ClusterNetworkPolicies parse")
+}
+
+/// Runs the ClusterNetworkPolicy benchmark at `size`.
+pub fn run_cluster_policies(size: BenchSize) -> ClusterBenchReport {
+    let model = synthetic_model(&size);
+    let start = Instant::now();
+    let mut compiler = Compiler::new(CompileOptions::default());
+    compiler.apply(model.as_changes());
+    let full_compile = start.elapsed();
+    let clusters = synthetic_cluster_policies();
+    let mut with = model.clone();
+    for c in &clusters {
+        with.apply(ModelChange::UpsertClusterPolicy(c.clone()));
+    }
+    let start = Instant::now();
+    let mut compiler = Compiler::new(CompileOptions::default());
+    compiler.apply(with.as_changes());
+    let full_compile_with_cluster_policies = start.elapsed();
+    let mut extra = clusters[0].clone();
+    extra.name = "extra".to_owned();
+    extra.spec.priority = 2;
+    let (mut times, mut changed) = (Vec::new(), 0);
+    for _ in 0..RUNS {
+        let start = Instant::now();
+        let delta = compiler.apply([ModelChange::UpsertClusterPolicy(extra.clone())]);
+        times.push(start.elapsed());
+        changed = delta.endpoints_changed.len();
+        compiler.apply([ModelChange::DeleteClusterPolicy("extra".to_owned())]);
+    }
+    let out = compiler.output();
+    ClusterBenchReport {
+        pods: model.pods.len(),
+        policies: model.policies.len(),
+        cluster_policies: clusters.len(),
+        full_compile,
+        full_compile_with_cluster_policies,
+        tables: out.tables.len(),
+        table_entries: out.tables.values().map(|t| t.entries.len()).sum(),
+        add_cluster_policy: median(times),
+        add_endpoints_changed: changed,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +364,26 @@ mod tests {
         assert_eq!(report.pods, 18);
         assert_eq!(report.policies, 12);
         assert!(report.label_change_endpoints_changed >= 1);
+    }
+
+    #[test]
+    fn small_cluster_policy_bench_runs() {
+        let report = run_cluster_policies(BenchSize {
+            namespaces: 3,
+            apps_per_namespace: 3,
+            replicas: 2,
+            policies_per_namespace: 4,
+        });
+        assert_eq!(report.cluster_policies, 4);
+        assert!(report.add_endpoints_changed >= 1);
+    }
+
+    /// The default size; run in release: `cargo test --release -p palisade --lib
+    /// cluster_policy_bench_default -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a benchmark: release build, minutes"]
+    fn cluster_policy_bench_default() {
+        let report = run_cluster_policies(BenchSize::default());
+        println!("{report:#?}");
     }
 }
