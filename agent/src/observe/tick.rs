@@ -318,6 +318,19 @@ fn audited_namespaces(view: &View<'_>) -> Vec<String> {
         .collect()
 }
 
+/// One direction for the board: NetworkPolicy isolation and the ClusterNetworkPolicies in it.
+fn direction_text(d: &crate::compiler::DirectionPolicy) -> String {
+    let by: Vec<String> = d.isolated_by.iter().map(ToString::to_string).collect();
+    let np = d.isolated.then(|| format!("isolated by {}", by.join(", ")));
+    let cnp = (!d.cluster_policies.is_empty())
+        .then(|| format!("cluster policies {}", d.cluster_policies.join(", ")));
+    match (np, cnp) {
+        (Some(np), Some(cnp)) => format!("{np}; {cnp}"),
+        (Some(one), None) | (None, Some(one)) => one,
+        (None, None) => "open".to_owned(),
+    }
+}
+
 fn endpoint_views(dp: &Dataplane, view: &View<'_>, report: &SyncReport) -> Vec<EndpointView> {
     view.attached
         .iter()
@@ -329,10 +342,7 @@ fn endpoint_views(dp: &Dataplane, view: &View<'_>, report: &SyncReport) -> Vec<E
                 (Some(r), _) if r.flags & palisade_common::endpoint::EP_FAIL_CLOSED != 0 => {
                     "fail_closed".to_owned()
                 }
-                (_, Some(d)) if d.isolated => {
-                    let by: Vec<String> = d.isolated_by.iter().map(ToString::to_string).collect();
-                    format!("isolated by {}", by.join(", "))
-                }
+                (_, Some(d)) => direction_text(d),
                 _ => "open".to_owned(),
             };
             EndpointView {
