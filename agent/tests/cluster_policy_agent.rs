@@ -30,7 +30,7 @@ fn put_cnp(manifests: &Manifests, name: &str, spec: Value) {
         .expect("cnp manifest");
 }
 
-fn pods(app: &str) -> Value {
+fn select_app(app: &str) -> Value {
     json!({"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": app}}}})
 }
 
@@ -51,8 +51,8 @@ fn agent_enforces_admin_and_baseline_tiers() {
         "guard",
         json!({"tier": "Admin", "priority": 10, "subject": {"namespaces": {"matchLabels": {"ns": "x"}}},
             "ingress": [
-                {"name": "not-from-c", "action": "Deny", "from": [pods("c")]},
-                {"name": "b-udp", "action": "Accept", "from": [pods("b")],
+                {"name": "not-from-c", "action": "Deny", "from": [select_app("c")]},
+                {"name": "b-udp", "action": "Accept", "from": [select_app("b")],
                  "protocols": [{"udp": {"destinationPort": {"number": 81}}}]}]}),
     );
     // Baseline: c accepts nothing from a (c is not isolated by NetworkPolicy).
@@ -60,7 +60,7 @@ fn agent_enforces_admin_and_baseline_tiers() {
         &s,
         "floor",
         json!({"tier": "Baseline", "priority": 0, "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "c"}}}},
-            "ingress": [{"name": "not-from-a", "action": "Deny", "from": [pods("a")]}]}),
+            "ingress": [{"name": "not-from-a", "action": "Deny", "from": [select_app("a")]}]}),
     );
     s.apply();
     check(
@@ -141,8 +141,8 @@ fn flow_log_names_the_cluster_policy_and_rule() {
         json!({"tier": "Admin", "priority": 1,
             "subject": {"pods": {"namespaceSelector": {}, "podSelector": {"matchLabels": {"app": "a"}}}},
             "ingress": [
-                {"name": "no-c", "action": "Deny", "from": [pods("c")]},
-                {"name": "b-web", "action": "Accept", "from": [pods("b")],
+                {"name": "no-c", "action": "Deny", "from": [select_app("c")]},
+                {"name": "b-web", "action": "Accept", "from": [select_app("b")],
                  "protocols": [{"tcp": {"destinationPort": {"number": 80}}}]}]}),
     );
     let flags = ["--flow-log", "{root}/flows.jsonl", "--flow-log-allows"];
