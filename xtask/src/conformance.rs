@@ -163,6 +163,29 @@ pub fn upstream_corpus() -> anyhow::Result<Option<[bool; 2]>> {
     Ok(Some(passed))
 }
 
+/// The transcribed upstream ClusterNetworkPolicy corpus (in the repository), the `cargo xtask
+/// test` step after the NetworkPolicy corpus: IPv4, through ClusterIPs, manifest source (the
+/// 1.20 API server has no ClusterNetworkPolicy kind), debug binaries. Whether every case passed
+/// or was skipped (SCTP cases are skipped on kernels without SCTP).
+pub fn cluster_policy_corpus() -> anyhow::Result<bool> {
+    let root = cmd::workspace_root();
+    build(&root, false)?;
+    println!("xtask test: ClusterNetworkPolicy conformance corpus (IPv4, through ClusterIPs, --source manifests)");
+    let status = Command::new(profile_dir(&root, "debug").join("conformance"))
+        .arg("--cases")
+        .arg(root.join("tests/cases/cluster-network-policy.json"))
+        .args([
+            "--ip-family",
+            "ipv4",
+            "--target",
+            "service",
+            "--source",
+            "manifests",
+        ])
+        .status()?;
+    Ok(status.success())
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser;

@@ -6,8 +6,8 @@
 //! 3. as root, `cargo test --workspace --exclude palisade-ebpf -- --ignored`: the privileged tests (BPF_PROG_TEST_RUN,
 //!    network namespaces, real traffic; the kube_* tests against real API servers, built once
 //!    by `cargo xtask k8s build` and cached), then the upstream conformance corpus, IPv4, through
-//!    ClusterIPs, once through manifests and once through the API server (one test each), then
-//!    the short chaos run (a, b, d) and a one-minute soak (one test each). Not root: they are
+//!    ClusterIPs, once through manifests and once through the API server (one test each), the
+//!    transcribed ClusterNetworkPolicy corpus through manifests (one test), then the short chaos run (a, b, d) and a one-minute soak (one test each). Not root: they are
 //!    listed as not run.
 //!
 //! Ends with one line `xtask test: N passed, N failed, N skipped`.
@@ -75,6 +75,12 @@ pub fn run() -> anyhow::Result<()> {
                 tally.failed += 1;
             }
         }
+        // The transcribed ClusterNetworkPolicy corpus, one test (about 1.5 min).
+        if crate::conformance::cluster_policy_corpus()? {
+            tally.passed += 1;
+        } else {
+            tally.failed += 1;
+        }
         // Reliability smoke runs (about 1.5 min together; docs/reliability.md), one test each.
         // The VM tier's quick suite: Debian's 6.1 kernel (clsact, SCTP) under qemu, about
         // 6.5 min under TCG (docs/vm-tier.md), one test.
@@ -105,6 +111,7 @@ fn summarize(host: &Tally, privileged: Option<&Tally>) -> anyhow::Result<()> {
                 println!("  - {name}");
             }
             println!("  - the upstream conformance corpus, manifests and kube sources (cargo xtask conformance [--source kube])");
+            println!("  - the ClusterNetworkPolicy conformance corpus (cargo xtask conformance --cases tests/cases/cluster-network-policy.json)");
             println!("  - chaos, short (cargo xtask chaos --quick --scenarios a,b,d)");
             println!("  - soak, 1 minute (cargo xtask soak --minutes 1)");
             println!("  - the VM tier, quick suite (cargo xtask vm-test --suite quick)");
