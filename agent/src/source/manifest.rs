@@ -11,10 +11,12 @@ use thiserror::Error;
 
 use super::lenient;
 use crate::model::{
-    ClusterNetworkPolicy, ClusterNetworkPolicySpec, ContainerPort, IntOrString, Labels, Model,
-    ModelChange, Namespace, NetworkPolicy, Node, Pod, Protocol, Service, ServicePort,
-    CLUSTER_POLICY_API_VERSION,
+    ClusterNetworkPolicy, ContainerPort, IntOrString, Labels, Model, ModelChange, Namespace,
+    NetworkPolicy, Node, Pod, Protocol, Service, ServicePort, CLUSTER_POLICY_API_VERSION,
+    CLUSTER_POLICY_KIND,
 };
+
+mod cluster_lenient;
 
 /// What can go wrong loading manifests. Only [`ManifestError::ReadDir`] aborts a load; the others
 /// are attached to a [`ManifestNote`].
@@ -170,6 +172,10 @@ fn load_value(
     }
     if kind == "NetworkPolicy" {
         notes.extend(unreadable_notes(value).iter().map(|e| note(file, index, e)));
+    }
+    if kind == CLUSTER_POLICY_KIND {
+        let unreadable = cluster_unreadable_notes(value);
+        notes.extend(unreadable.iter().map(|e| note(file, index, e)));
     }
     match object(kind, value) {
         Ok(change) => changes.push(change),
@@ -444,11 +450,25 @@ fn cluster_policy(
             name,
         });
     }
-    let spec_value = v
-        .get("spec")
-        .cloned()
-        .unwrap_or(Value::Object(Default::default()));
-    let spec: ClusterNetworkPolicySpec =
-        serde_json::from_value(spec_value).map_err(|e| ctx.field("spec", e))?;
+    // Never dropped for a type error: an unreadable rule fails closed (`cluster_lenient`).
+    let (spec, _) = cluster_lenient::cluster_spec(v.get("spec"));
     Ok(ClusterNetworkPolicy { name, spec })
+}
+
+/// The parts of a ClusterNetworkPolicy's spec that could not be read and what stands in for
+/// them (none for other versions of the kind, which are skipped with their own note).
+fn cluster_unreadable_notes(v: &Value) -> Vec<ManifestError> {
+    if v.get("apiVersion").and_then(Value::as_str) != Some(CLUSTER_POLICY_API_VERSION) {
+        return Vec::new();
+    }
+    let name = str_at(v, &["metadata", "name"]).unwrap_or_default();
+    let ctx = Ctx {
+        kind: CLUSTER_POLICY_KIND,
+        name,
+    };
+    let (_, unreadable) = cluster_lenient::cluster_spec(v.get("spec"));
+    unreadable
+        .iter()
+        .map(|u| ctx.field(&u.field, format!("{}; {}", u.reason, u.instead)))
+        .collect()
 }
