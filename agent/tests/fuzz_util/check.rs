@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use palisade::compiler::{
-    compile, verdict, CompileOptions, CompiledOutput, Compiler, DirectionPolicy, Peer,
-    IDENTITY_HOST, IDENTITY_WORLD,
+    compile, verdict, Action, CompileOptions, CompiledOutput, Compiler, DirectionPolicy, Peer,
+    Tier, IDENTITY_HOST, IDENTITY_WORLD,
 };
 use palisade::model::{Model, ModelChange, Protocol};
 use palisade::reference::{self, ReferenceOptions};
@@ -34,9 +34,21 @@ fn known_identity(out: &CompiledOutput, id: u32) -> bool {
 }
 
 fn side(out: &CompiledOutput, pod: &str, dir: &str, d: &DirectionPolicy) -> Result<(), String> {
-    match (d.isolated, d.table) {
-        (true, None) => return Err(format!("{pod} {dir}: isolated without a table")),
-        (false, Some(_)) => return Err(format!("{pod} {dir}: not isolated but has a table")),
+    // A direction is looked up in a table when NetworkPolicy isolates it or a
+    // ClusterNetworkPolicy applies to it; otherwise it has none (allowed without a lookup).
+    let tiered = !d.cluster_policies.is_empty();
+    match (d.isolated || tiered, d.table) {
+        (true, None) if d.isolated => return Err(format!("{pod} {dir}: isolated without a table")),
+        (true, None) => {
+            return Err(format!(
+                "{pod} {dir}: under a ClusterNetworkPolicy without a table"
+            ))
+        }
+        (false, Some(_)) => {
+            return Err(format!(
+                "{pod} {dir}: neither isolated nor under a ClusterNetworkPolicy but has a table"
+            ))
+        }
         (true, Some(t)) if !out.tables.contains_key(&t) => {
             return Err(format!("{pod} {dir}: table {t} is not stored"))
         }
@@ -83,7 +95,13 @@ pub fn consistent(out: &CompiledOutput) -> Result<(), String> {
             return Err(format!("table {id} does not hash to its id"));
         }
         for (k, v) in &table.entries {
-            if !out.rules.contains_key(&v.rule_id) {
+            // Rule id 0 is "no rule": the tiers' default allow, or NetworkPolicy's implicit
+            // deny where a ClusterNetworkPolicy needed an entry.
+            let no_rule = matches!(
+                (v.action, v.tier),
+                (Action::Allow, Tier::Default) | (Action::Deny, Tier::NetworkPolicy)
+            );
+            if !(v.rule_id == 0 && no_rule) && !out.rules.contains_key(&v.rule_id) {
                 return Err(format!("table {id}: rule {} unknown", v.rule_id));
             }
             if let Peer::Identity(i) = k.peer {
