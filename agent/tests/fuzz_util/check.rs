@@ -101,7 +101,7 @@ pub fn consistent(out: &CompiledOutput) -> Result<(), String> {
                 (v.action, v.tier),
                 (Action::Allow, Tier::Default) | (Action::Deny, Tier::NetworkPolicy)
             );
-            if !(v.rule_id == 0 && no_rule) && !out.rules.contains_key(&v.rule_id) {
+            if (v.rule_id != 0 || !no_rule) && !out.rules.contains_key(&v.rule_id) {
                 return Err(format!("table {id}: rule {} unknown", v.rule_id));
             }
             if let Peer::Identity(i) = k.peer {
