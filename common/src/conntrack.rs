@@ -103,6 +103,15 @@ pub struct CtValue {
 
 crate::user_pod!(CtKey, CtValue);
 
+impl CtValue {
+    /// Whether the flow timed out at `now_ns` (the programs' clock, `bpf_ktime_get_ns`): the
+    /// same test the programs make when a packet looks the flow up.
+    pub const fn expired(&self, protocol: u8, now_ns: u64) -> bool {
+        now_ns.saturating_sub(self.last_seen_ns)
+            > timeout_ns(protocol, CtState::from_u8(self.state))
+    }
+}
+
 const SEC: u64 = 1_000_000_000;
 
 /// How long a flow in `state` stays valid without packets.
@@ -242,6 +251,24 @@ mod tests {
             datagram_next(CtState::Established, false),
             CtState::Established
         );
+    }
+
+    #[test]
+    fn expiry_follows_the_state_timeout() {
+        let v = CtValue {
+            last_seen_ns: 5 * SEC,
+            state: CtState::Closed as u8,
+            ..CtValue::default()
+        };
+        assert!(!v.expired(proto::TCP, 15 * SEC));
+        assert!(v.expired(proto::TCP, 15 * SEC + 1));
+        // A clock behind the entry (another CPU wrote it just now) is not expiry.
+        assert!(!v.expired(proto::TCP, SEC));
+        let established = CtValue {
+            state: CtState::Established as u8,
+            ..v
+        };
+        assert!(!established.expired(proto::TCP, 3600 * SEC));
     }
 
     #[test]

@@ -142,6 +142,37 @@ impl Dataplane {
         Ok(removed)
     }
 
+    /// Deletes flows whose timeout has passed at `now_ns` (the programs' clock). The programs
+    /// drop an expired entry only when a packet of its flow looks it up, so the flows of
+    /// connections that ended would stay until LRU pressure evicts them. Each candidate is read
+    /// again just before it goes: a packet may have refreshed it meanwhile (if one slips in
+    /// between, its next packet is a mid-stream pickup, checked against policy again).
+    /// Walks at most `limit` entries; returns (entries left, entries removed).
+    pub fn expire_flows(
+        &mut self,
+        now_ns: u64,
+        limit: usize,
+    ) -> Result<(u64, u64), DataplaneError> {
+        let mut m = map_mut!(self, MAP_CONNTRACK, HashMap<&mut MapData, CtKey, CtValue>);
+        let mut walked = 0u64;
+        let mut candidates = Vec::new();
+        for (key, value) in m.iter().take(limit).filter_map(Result::ok) {
+            walked += 1;
+            if value.expired(key.protocol, now_ns) {
+                candidates.push(key);
+            }
+        }
+        let mut removed = 0u64;
+        for key in &candidates {
+            let still = matches!(m.get(key, 0), Ok(v) if v.expired(key.protocol, now_ns));
+            if still {
+                ignore_missing(m.remove(key)).map_err(merr(MAP_CONNTRACK))?;
+                removed += 1;
+            }
+        }
+        Ok((walked - removed, removed))
+    }
+
     pub fn set_identity(&mut self, net: IpNet, identity: u32) -> Result<(), DataplaneError> {
         let mut m = map_mut!(self, MAP_IDENTITY, LpmTrie<&mut MapData, IdentityKey, IdentityValue>);
         m.insert(&identity_key(net), IdentityValue { identity, _pad: 0 }, 0)

@@ -70,6 +70,7 @@ pub struct Metrics {
     pub events: Counter,
     pub flow_log_written: Counter,
     pub flow_log_dropped: Counter,
+    pub conntrack_expired: Counter,
     pub map_entries: Family<MapLabels, Gauge>,
     pub map_capacity: Family<MapLabels, Gauge>,
     pub endpoints: Family<StateLabels, Gauge>,
@@ -91,6 +92,7 @@ impl Metrics {
             events: Counter::default(),
             flow_log_written: Counter::default(),
             flow_log_dropped: Counter::default(),
+            conntrack_expired: Counter::default(),
             map_entries: Family::default(),
             map_capacity: Family::default(),
             endpoints: Family::default(),
@@ -135,6 +137,11 @@ impl Metrics {
             "flow_log_dropped",
             "Flow log records dropped by the user-space rate limit (--flow-log-rate)",
             m.flow_log_dropped.clone(),
+        );
+        registry.register(
+            "conntrack_expired",
+            "Conntrack entries whose flow timed out, removed by the agent's sweep (every 10 s)",
+            m.conntrack_expired.clone(),
         );
         registry.register(
             "map_entries",

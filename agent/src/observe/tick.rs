@@ -156,12 +156,16 @@ impl Observer {
         });
     }
 
-    fn conntrack(&mut self, dp: &Dataplane) {
-        match dp.conntrack_entries(CONNTRACK_COUNT_LIMIT) {
-            Ok(n) => self.set_usage(dp, MapKind::Conntrack, n),
+    /// Removes timed-out flows (nothing else does until LRU pressure) and reports what is left.
+    fn conntrack(&mut self, dp: &mut Dataplane) {
+        match dp.expire_flows(monotonic_ns(), CONNTRACK_COUNT_LIMIT) {
+            Ok((left, removed)) => {
+                self.metrics.conntrack_expired.inc_by(removed);
+                self.set_usage(dp, MapKind::Conntrack, left);
+            }
             Err(e) => self
                 .board
-                .update(|l| l.error(format!("counting conntrack: {e}"))),
+                .update(|l| l.error(format!("expiring conntrack: {e}"))),
         }
     }
 
@@ -362,4 +366,18 @@ fn endpoint_views(dp: &Dataplane, view: &View<'_>, report: &SyncReport) -> Vec<E
             }
         })
         .collect()
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, which stamps flows.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
