@@ -100,6 +100,16 @@ fn memory(node: usize, samples: &[Sample], baseline: &NodeSample, last: &NodeSam
     }
 }
 
+/// The largest value of `get` on node `n` over the first half of the churn phase.
+fn first_half_max(samples: &[Sample], n: usize, get: &dyn Fn(&NodeSample) -> u64) -> u64 {
+    let churn: Vec<&Sample> = samples.iter().filter(|s| s.phase == "churn").collect();
+    churn[..churn.len() / 2]
+        .iter()
+        .filter_map(|s| s.nodes.get(n).map(get))
+        .max()
+        .unwrap_or(0)
+}
+
 fn percentile(v: &[f64], p: f64) -> f64 {
     let mut v = v.to_vec();
     v.sort_by(f64::total_cmp);
@@ -170,6 +180,25 @@ impl Report {
                 "conntrack flows of endpoints that are gone",
                 &|s: &NodeSample| s.conntrack_orphans,
                 &|_, f| f == 0,
+            );
+            // Flows of ended connections time out (10 s after a TCP close, 30-180 s for UDP)
+            // and the agent sweeps them: with steady traffic the table levels off within a few
+            // minutes, so the end may not hold more than the first half of the churn reached
+            // (plus a margin). Judged only on runs of 10 minutes or more.
+            let ct = |s: &NodeSample| s.maps.get("PAL_CT_V1").copied().unwrap_or(0);
+            let early = first_half_max(&samples, n, &ct);
+            let judged = minutes >= 10.0;
+            check(
+                &format!(
+                    "conntrack entries, at most 1.5 x the first half's max {early} + 50{}",
+                    if judged {
+                        ""
+                    } else {
+                        " (not judged: < 10 min)"
+                    }
+                ),
+                &ct,
+                &|_, f| !judged || f <= early + early / 2 + 50,
             );
             mem.push(memory(n, &samples, b, f));
         }
