@@ -29,8 +29,14 @@ pub struct Memory {
     pub max_kb: u64,
     /// Least-squares slope over the second half of the churn.
     pub slope_kb_per_min: f64,
+    /// Whether the slope was judged: only over at least [`SLOPE_WINDOW_MIN`] minutes (over a
+    /// few seconds an allocator settling reads as megabytes a minute).
+    pub slope_judged: bool,
     pub flat: bool,
 }
+
+/// The shortest second half of the churn whose RSS slope is judged.
+pub const SLOPE_WINDOW_MIN: f64 = 5.0;
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TrafficCounts {
@@ -89,6 +95,11 @@ fn memory(node: usize, samples: &[Sample], baseline: &NodeSample, last: &NodeSam
         .map(|s| s.nodes[node].rss_kb)
         .max()
         .unwrap_or(0);
+    let window = match (pts.first(), pts.last()) {
+        (Some(a), Some(b)) => b.0 - a.0,
+        _ => 0.0,
+    };
+    let slope_judged = pts.len() >= 3 && window >= SLOPE_WINDOW_MIN;
     let allowance = (baseline.rss_kb / 5).max(8 * 1024);
     Memory {
         node,
@@ -96,7 +107,8 @@ fn memory(node: usize, samples: &[Sample], baseline: &NodeSample, last: &NodeSam
         final_kb: last.rss_kb,
         max_kb,
         slope_kb_per_min: slope,
-        flat: last.rss_kb <= baseline.rss_kb + allowance && (pts.len() < 3 || slope < 1024.0),
+        slope_judged,
+        flat: last.rss_kb <= baseline.rss_kb + allowance && (!slope_judged || slope < 1024.0),
     }
 }
 
@@ -237,12 +249,13 @@ impl Report {
         ));
         for m in &self.memory {
             out.push_str(&format!(
-                "soak: node {} RSS {:.1} MB at churn start, {:.1} MB at the end, max {:.1} MB, slope {:.0} kB/min: {}\n",
+                "soak: node {} RSS {:.1} MB at churn start, {:.1} MB at the end, max {:.1} MB, slope {:.0} kB/min{}: {}\n",
                 m.node,
                 m.baseline_kb as f64 / 1024.0,
                 m.final_kb as f64 / 1024.0,
                 m.max_kb as f64 / 1024.0,
                 m.slope_kb_per_min,
+                if m.slope_judged { "" } else { " (not judged: window < 5 min)" },
                 if m.flat { "flat" } else { "GROWING" }
             ));
         }
