@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use palisade::compiler::{compile, verdict, CompileOptions, CompiledOutput, Compiler};
-use palisade::model::{Model, ModelChange, Protocol};
+use palisade::model::{Model, Protocol};
 use palisade::reference::{self, ReferenceOptions};
 use palisade::source::manifest::load_str;
 use palisade_tests::conformance::case::{self, Action, Case};
@@ -54,31 +54,6 @@ fn model_of(world: &World, rt: &Runtime) -> Model {
         }
     }
     model
-}
-
-/// The changes that turn `old` into `new` (the daemon's diff, for the kinds the corpus uses).
-fn diff(old: &Model, new: &Model) -> Vec<ModelChange> {
-    let mut out = Vec::new();
-    macro_rules! section {
-        ($field:ident, $upsert:ident, $delete:ident) => {
-            for (k, v) in &new.$field {
-                if old.$field.get(k) != Some(v) {
-                    out.push(ModelChange::$upsert(v.clone()));
-                }
-            }
-            for k in old.$field.keys() {
-                if !new.$field.contains_key(k) {
-                    out.push(ModelChange::$delete(k.clone()));
-                }
-            }
-        };
-    }
-    section!(namespaces, UpsertNamespace, DeleteNamespace);
-    section!(pods, UpsertPod, DeletePod);
-    section!(services, UpsertService, DeleteService);
-    section!(policies, UpsertPolicy, DeletePolicy);
-    section!(cluster_policies, UpsertClusterPolicy, DeleteClusterPolicy);
-    out
 }
 
 fn fill(action: &Action, ips: &BTreeMap<String, IpAddr>) -> Action {
@@ -139,7 +114,7 @@ fn corpus_cells_agree_incremental_fresh_and_reference() {
         // The initial state, as the agents read it when they start.
         let sync = |world: &World, current: &mut Model, compilers: &mut Vec<Compiler>| {
             let next = model_of(world, &rt);
-            let changes = diff(current, &next);
+            let changes = current.changes_to(&next);
             for comp in compilers.iter_mut() {
                 comp.apply(changes.clone());
             }

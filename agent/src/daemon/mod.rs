@@ -316,7 +316,7 @@ impl Agent {
                 }
             }
         }
-        let changes = diff(self.compiler.model(), &model);
+        let changes = self.compiler.model().changes_to(&model);
         if changes.is_empty() {
             return;
         }
@@ -325,30 +325,4 @@ impl Agent {
             tracing::warn!("{p}");
         }
     }
-}
-
-/// The changes that turn `old` into `new`.
-fn diff(old: &Model, new: &Model) -> Vec<ModelChange> {
-    let mut out = Vec::new();
-    macro_rules! section {
-        ($field:ident, $upsert:ident, $delete:ident) => {
-            for (k, v) in &new.$field {
-                if old.$field.get(k) != Some(v) {
-                    out.push(ModelChange::$upsert(v.clone()));
-                }
-            }
-            for k in old.$field.keys() {
-                if !new.$field.contains_key(k) {
-                    out.push(ModelChange::$delete(k.clone()));
-                }
-            }
-        };
-    }
-    section!(namespaces, UpsertNamespace, DeleteNamespace);
-    section!(nodes, UpsertNode, DeleteNode);
-    section!(pods, UpsertPod, DeletePod);
-    section!(services, UpsertService, DeleteService);
-    section!(policies, UpsertPolicy, DeletePolicy);
-    section!(cluster_policies, UpsertClusterPolicy, DeleteClusterPolicy);
-    out
 }

@@ -43,6 +43,33 @@ impl Model {
         Self::default()
     }
 
+    /// The changes that turn `self` into `new` (a source's reload fed to the incremental
+    /// compiler as the difference from what it holds).
+    pub fn changes_to(&self, new: &Model) -> Vec<ModelChange> {
+        let mut out = Vec::new();
+        macro_rules! section {
+            ($field:ident, $upsert:ident, $delete:ident) => {
+                for (k, v) in &new.$field {
+                    if self.$field.get(k) != Some(v) {
+                        out.push(ModelChange::$upsert(v.clone()));
+                    }
+                }
+                for k in self.$field.keys() {
+                    if !new.$field.contains_key(k) {
+                        out.push(ModelChange::$delete(k.clone()));
+                    }
+                }
+            };
+        }
+        section!(namespaces, UpsertNamespace, DeleteNamespace);
+        section!(nodes, UpsertNode, DeleteNode);
+        section!(pods, UpsertPod, DeletePod);
+        section!(services, UpsertService, DeleteService);
+        section!(policies, UpsertPolicy, DeletePolicy);
+        section!(cluster_policies, UpsertClusterPolicy, DeleteClusterPolicy);
+        out
+    }
+
     /// Labels of a namespace. A namespace that is not (yet) known still carries its name label,
     /// so that `kubernetes.io/metadata.name` selectors work before the Namespace object arrives.
     pub fn namespace_labels(&self, namespace: &str) -> Labels {

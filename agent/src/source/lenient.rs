@@ -46,13 +46,10 @@ const MARK: &str = "unreadable";
 /// Reads `spec` (absent or `null`: the empty spec). The spec is exact when nothing is returned
 /// unreadable.
 pub fn policy_spec(spec: Option<&Value>) -> (NetworkPolicySpec, Vec<Unreadable>) {
-    let spec = match spec {
-        None | Some(Value::Null) => return (NetworkPolicySpec::default(), Vec::new()),
-        Some(v) => v,
+    let spec = match exact(spec) {
+        Ok(spec) => return (spec, Vec::new()),
+        Err(v) => v,
     };
-    if let Ok(exact) = serde_json::from_value(spec.clone()) {
-        return (exact, Vec::new());
-    }
     let mut unreadable = Vec::new();
     let Value::Object(map) = spec else {
         unreadable.push(Unreadable {
@@ -287,7 +284,17 @@ fn read<T: DeserializeOwned>(map: &Map<String, Value>, key: &str) -> Option<T> {
         .and_then(|v| serde_json::from_value(v.clone()).ok())
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// A spec that needs no lenient reading: absent or `null` (the empty spec), or exact. Otherwise
+/// the value, to be read part by part.
+pub(crate) fn exact<T: DeserializeOwned + Default>(spec: Option<&Value>) -> Result<T, &Value> {
+    match spec {
+        None | Some(Value::Null) => Ok(T::default()),
+        Some(v) => serde_json::from_value(v.clone()).map_err(|_| v),
+    }
+}
+
+/// What kind of JSON value `v` is, for a reason that says what was found.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

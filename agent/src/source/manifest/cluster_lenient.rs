@@ -26,7 +26,7 @@ use serde_json::{Map, Value};
 use crate::model::{
     ClusterEgressRule, ClusterIngressRule, ClusterNetworkPolicySpec, ClusterPolicySubject,
 };
-use crate::source::lenient::Unreadable;
+use crate::source::lenient::{exact, type_name, Unreadable};
 
 /// The action that stands for a rule that could not be read: unknown, so "Deny all".
 pub const UNREADABLE_ACTION: &str = "unreadable";
@@ -40,13 +40,10 @@ const NO_PODS: &str = "the policy applies to no pod (reported as invalid)";
 /// Reads `spec` (absent or `null`: the empty spec). The spec is exact when nothing is returned
 /// unreadable.
 pub fn cluster_spec(spec: Option<&Value>) -> (ClusterNetworkPolicySpec, Vec<Unreadable>) {
-    let spec = match spec {
-        None | Some(Value::Null) => return (ClusterNetworkPolicySpec::default(), Vec::new()),
-        Some(v) => v,
+    let spec = match exact(spec) {
+        Ok(spec) => return (spec, Vec::new()),
+        Err(v) => v,
     };
-    if let Ok(exact) = serde_json::from_value(spec.clone()) {
-        return (exact, Vec::new());
-    }
     let mut out = Vec::new();
     let Value::Object(map) = spec else {
         let reason = format!("not an object ({})", type_name(spec));
@@ -147,17 +144,6 @@ fn rules<T: DeserializeOwned>(
         })
     });
     Some(read.collect())
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]
